@@ -1,0 +1,63 @@
+"""Print the throughput (images/s) of the training-batch augmenter.
+
+Usage: `python bench/bench_augment.py [--device cpu] [--batch-size 256] [--iters 200]
+[--repeats 5]`.
+Two settings: flip only, and flip plus all four affine transforms (one grid_sample).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from pipeline.augment import make_augmenter
+from pipeline.config import AUGMENTATIONS
+
+SETTINGS = {"flip": (True, ()), "flip+rotate+shift+zoom+shear": (True, AUGMENTATIONS)}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=256)  # images per call
+    parser.add_argument("--iters", type=int, default=200)  # timed calls per setting
+    parser.add_argument("--warmup", type=int, default=20)  # untimed calls first
+    # Best and median of several timings: a shared machine makes single timings noisy.
+    parser.add_argument("--repeats", type=int, default=5)
+    return parser
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def images_per_second(augmenter, x: torch.Tensor, iters: int, warmup: int) -> float:
+    """Calls per second times batch size, after warm-up, device work included."""
+    for _ in range(warmup):
+        augmenter(x)
+    _sync(x.device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        augmenter(x)
+    _sync(x.device)
+    return iters * x.shape[0] / (time.perf_counter() - start)
+
+
+def main(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    x = torch.rand(args.batch_size, 1, 28, 28, device=device) * 255  # (B, 1, 28, 28) float32
+    print(f"device={device} batch={args.batch_size} threads={torch.get_num_threads()}")
+    for name, (flip, augment) in SETTINGS.items():
+        augmenter = make_augmenter(flip, augment, seed=0, device=device)
+        rates = sorted(
+            images_per_second(augmenter, x, args.iters, args.warmup) for _ in range(args.repeats)
+        )
+        best, median = rates[-1], rates[len(rates) // 2]
+        print(f"{name:30s} best {best:11,.0f}  median {median:11,.0f} images/s")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

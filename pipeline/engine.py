@@ -1,0 +1,378 @@
+"""The training loop in plain torch: fit(), one epoch, predict(), early stopping, checkpoints.
+
+The engine never calls MLflow or Optuna. It reports each finished epoch through a callback
+that the step connects to tracking (or to a pruner), and it calls that callback only after
+the epoch's checkpoint is on disk, so a resumed run never logs an epoch twice.
+
+Data path (as in airbench): the whole uint8 split is one tensor on the training device,
+batches are index slices of a seeded permutation, pixels become float on the fly and are
+augmented per batch on the device; no DataLoader, no per-sample Python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline import config
+from pipeline.augment import make_augmenter
+from pipeline.data import Split
+
+EVAL_BATCH = 1024  # images per forward pass when no gradients are kept
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training diverged; the run ends FAILED with this message."""
+
+
+# --- devices ---------------------------------------------------------------------------
+
+
+def select_device(name: str) -> torch.device:
+    """'auto' picks CUDA, then MPS, then CPU; asking for an absent device is an error."""
+    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but no CUDA GPU is visible; use device=auto or cpu")
+    if name == "mps" and not has_mps:
+        raise ValueError("device=mps but MPS is not available; use device=auto or cpu")
+    return torch.device(name)
+
+
+def uses_channels_last(model: nn.Module) -> bool:
+    # channels_last speeds convolutions up 1.5-2.7x on this CPU and on CUDA tensor cores
+    # (NOTES.md); it does nothing for MLPs and LSTMs.
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def autocast(device: torch.device):
+    # bf16 autocast only on CUDA: on a CPU without bf16 units it is 3.5-9x slower.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# --- optimisation pieces ---------------------------------------------------------------
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    makers = {
+        "adam": lambda: torch.optim.Adam(params, lr=lr, weight_decay=weight_decay),
+        "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay),
+        # momentum 0.9 with Nesterov: plain SGD (report 004's 88.27%) converges far slower
+        "sgd": lambda: torch.optim.SGD(
+            params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
+        ),
+        "rmsprop": lambda: torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay),
+    }
+    return makers[name]()
+
+
+def make_loss(
+    name: str, label_smoothing: float = 0.0
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Loss on logits: ce; nll on log-softmax outputs; mse of softmax against one-hot."""
+
+    def ce(logits, target):
+        return F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+
+    def nll(logits, target):
+        return F.nll_loss(F.log_softmax(logits, dim=1), target)
+
+    def mse(logits, target):
+        one_hot = F.one_hot(target, config.NUM_CLASSES).to(logits.dtype)
+        return F.mse_loss(F.softmax(logits, dim=1), one_hot)
+
+    return {"ce": ce, "nll": nll, "mse": mse}[name]
+
+
+def make_scheduler(name: str, optimizer, lr: float, total_steps: int):
+    """Stepped once per batch; None for a constant learning rate."""
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=max(2, total_steps)
+        )
+    return None
+
+
+# --- data on the device ----------------------------------------------------------------
+
+
+@dataclass
+class DeviceSplit:
+    images: torch.Tensor  # (N, 1, 28, 28) uint8 on the training device
+    labels: torch.Tensor  # (N,) int64 on the training device
+
+    @classmethod
+    def from_split(cls, split: Split, device: torch.device) -> DeviceSplit:
+        return cls(
+            torch.from_numpy(np.ascontiguousarray(split.images)).to(device),
+            torch.from_numpy(np.asarray(split.labels, dtype=np.int64)).to(device),
+        )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def to_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    x = images.float()  # (B, 1, 28, 28) raw pixels 0..255; the model normalises
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, channels_last: bool = False
+) -> torch.Tensor:
+    """Logits (N, 10) float32 for uint8 images already on the model's device."""
+    model.eval()
+    device = images.device
+    outs = []
+    for start in range(0, len(images), EVAL_BATCH):
+        with autocast(device):
+            outs.append(model(to_input(images[start : start + EVAL_BATCH], channels_last)).float())
+    return torch.cat(outs) if outs else torch.empty(0, config.NUM_CLASSES)
+
+
+def evaluate_split(model, data: DeviceSplit, loss_fn, channels_last: bool) -> tuple[float, float]:
+    """(mean loss, accuracy) of a split."""
+    logits = predict_logits(model, data.images, channels_last)
+    loss = float(loss_fn(logits, data.labels))
+    accuracy = float((logits.argmax(1) == data.labels).float().mean())
+    return loss, accuracy
+
+
+# --- state ------------------------------------------------------------------------------
+
+
+@dataclass
+class FitState:
+    """Everything needed to continue training exactly where it stopped."""
+
+    epoch: int = 0  # epochs completed
+    best_val_accuracy: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the last improvement of val_accuracy
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_weights: dict | None = None
+    train_time_s: float = 0.0
+
+
+@dataclass
+class FitResult:
+    history: dict[str, list[float]]
+    best_epoch: int
+    best_val_accuracy: float
+    epochs_run: int
+    stopped_early: bool
+    train_time_s: float
+
+
+@dataclass
+class Trainer:
+    """One training job: model, data and settings on one device."""
+
+    model: nn.Module
+    train: DeviceSplit
+    val: DeviceSplit
+    cfg: config.TrainConfig
+    device: torch.device
+    checkpoint_path: Path | None = None
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        self.channels_last = uses_channels_last(self.model)
+        memory = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model.to(self.device, memory_format=memory)
+        cfg = self.cfg
+        self.loss_fn = make_loss(cfg.loss, cfg.label_smoothing)
+        self.optimizer = make_optimizer(
+            cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay
+        )
+        self.steps_per_epoch = math.ceil(len(self.train) / cfg.batch_size)
+        self.scheduler = make_scheduler(
+            cfg.schedule, self.optimizer, cfg.lr, cfg.epochs * self.steps_per_epoch
+        )
+        self.augmenter = make_augmenter(cfg.flip, cfg.augment, cfg.seed + 1, self.device)
+        self.order = torch.Generator().manual_seed(cfg.seed)  # batch order, on CPU
+        self.state = FitState()
+
+    # -- one epoch --
+    def train_epoch(self) -> tuple[float, float, float]:
+        """(mean training loss, training accuracy, images per second) of one epoch."""
+        self.model.train()
+        n, bs = len(self.train), self.cfg.batch_size
+        perm = torch.randperm(n, generator=self.order).to(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        start = time.perf_counter()
+        for begin in self._batches(n, bs):
+            idx = perm[begin : begin + bs]  # (B,) indices into the device-resident split
+            x = self.augmenter(to_input(self.train.images[idx], self.channels_last))
+            y = self.train.labels[idx]
+            with autocast(self.device):
+                logits = self.model(x)
+            loss = self.loss_fn(logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == y).sum()
+        seconds = time.perf_counter() - start
+        mean_loss = float(loss_sum) / n  # one host sync per epoch, not per batch
+        if not math.isfinite(mean_loss):
+            raise NonFiniteLoss(
+                f"training loss became {mean_loss} in epoch {self.state.epoch + 1}; "
+                f"lower lr (now {self.cfg.lr}) or change optimizer/loss"
+            )
+        return mean_loss, float(correct) / n, n / max(seconds, 1e-9)
+
+    def _batches(self, n: int, bs: int):
+        starts = range(0, n, bs)
+        if not (self.progress and sys.stderr.isatty()):
+            return starts
+        from tqdm import tqdm
+
+        return tqdm(
+            starts,
+            desc=f"epoch {self.state.epoch + 1}/{self.cfg.epochs}",
+            leave=False,
+            unit="batch",
+        )
+
+    # -- the loop --
+    def fit(self) -> FitResult:
+        cfg, state = self.cfg, self.state
+        while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
+            began = time.perf_counter()
+            train_loss, train_acc, ips = self.train_epoch()
+            val_loss, val_acc = evaluate_split(
+                self.model, self.val, self.loss_fn, self.channels_last
+            )
+            state.epoch += 1
+            metrics = {
+                "train_loss": train_loss,
+                "train_accuracy": train_acc,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "epoch_time_s": time.perf_counter() - began,
+                "train_images_per_s": ips,
+            }
+            state.train_time_s += metrics["epoch_time_s"]
+            self._record(metrics)
+            self.save_checkpoint()
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(state.epoch, metrics)
+        if state.best_weights is not None:  # early stopping restores the best epoch
+            self.model.load_state_dict(state.best_weights)
+        return FitResult(
+            state.history,
+            state.best_epoch,
+            state.best_val_accuracy,
+            state.epoch,
+            state.epoch < cfg.epochs,
+            state.train_time_s,
+        )
+
+    def _record(self, metrics: dict[str, float]) -> None:
+        state = self.state
+        for key, value in metrics.items():
+            state.history.setdefault(key, []).append(float(value))
+        if metrics["val_accuracy"] > state.best_val_accuracy:
+            state.best_val_accuracy, state.best_epoch, state.bad_epochs = (
+                metrics["val_accuracy"],
+                state.epoch,
+                0,
+            )
+            state.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            state.bad_epochs += 1
+
+    # -- checkpoints --
+    def checkpoint(self) -> dict:
+        state = self.state
+        rng = {"torch": torch.get_rng_state(), "order": self.order.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "augmenter": self.augmenter.state_dict(),
+            "rng": rng,
+            "state": {
+                "epoch": state.epoch,
+                "best_val_accuracy": state.best_val_accuracy,
+                "best_epoch": state.best_epoch,
+                "bad_epochs": state.bad_epochs,
+                "history": state.history,
+                "train_time_s": state.train_time_s,
+            },
+            "best_weights": state.best_weights,
+        }
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is not None:
+            atomic_torch_save(self.checkpoint(), self.checkpoint_path)
+
+    def load_checkpoint(self, path: Path) -> None:
+        ckpt = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt["scheduler"] is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.augmenter.load_state_dict(ckpt["augmenter"])
+        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        self.order.set_state(ckpt["rng"]["order"].cpu())
+        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
+        self.state = FitState(**ckpt["state"], best_weights=ckpt["best_weights"])
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """torch.save to a temp file, fsync, rename: a crash leaves the old file or the new."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
+    """Class probabilities (N, 10) float64 for uint8 images (N, 1, 28, 28)."""
+    model.to(device)
+    channels_last = uses_channels_last(model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return torch.softmax(predict_logits(model, x, channels_last), dim=1).double().cpu().numpy()

@@ -1,0 +1,183 @@
+"""IDX reading and validation, the split, the cache, and the prepare step."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import NAMES, idx_bytes, mlflow_run, run_step, write_dataset
+
+from pipeline import data
+
+
+def test_reads_gzip_and_plain_identically(tmp_path):
+    gz_dir = write_dataset(tmp_path / "gz", gz=True)
+    plain_dir = write_dataset(tmp_path / "plain", gz=False)
+    a, b = (
+        data.load_raw(gz_dir, allow_unofficial=True),
+        data.load_raw(plain_dir, allow_unofficial=True),
+    )
+    for key in NAMES:
+        assert np.array_equal(a.files[key].array, b.files[key].array)
+        assert a.files[key].sha256 == b.files[key].sha256
+    assert a.files["train_images"].array.shape == (600, 28, 28)
+    assert not a.official and len(a.mismatches) == 4
+
+
+def corrupt(directory, key, payload: bytes, gz=True):
+    path = directory / (NAMES[key] + (".gz" if gz else ""))
+    path.write_bytes(gzip.compress(payload) if gz else payload)
+    return path
+
+
+GOOD_IMAGES = idx_bytes(np.zeros((3, 28, 28), np.uint8))
+BAD_CASES = {
+    "truncated": (GOOD_IMAGES[:-5], "truncated or padded"),
+    "padded": (GOOD_IMAGES + b"\0", "truncated or padded"),
+    "wrong kind": (idx_bytes(np.zeros(3, np.uint8)), "magic number"),
+    "wrong size": (idx_bytes(np.zeros((3, 32, 32), np.uint8)), "expected 28x28"),
+    "header only": (GOOD_IMAGES[:6], "too short"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_image_files_are_rejected_with_the_file_named(tmp_path, case):
+    payload, message = BAD_CASES[case]
+    path = corrupt(write_dataset(tmp_path), "train_images", payload)
+    with pytest.raises(data.DataError, match=message) as info:
+        data.load_raw(tmp_path, allow_unofficial=True)
+    assert str(path) in str(info.value)
+
+
+def test_labels_out_of_range_and_count_mismatch(tmp_path):
+    write_dataset(tmp_path)
+    corrupt(tmp_path, "test_labels", idx_bytes(np.full(200, 10, np.uint8)))
+    with pytest.raises(data.DataError, match="out of range"):
+        data.load_raw(tmp_path, allow_unofficial=True)
+    corrupt(tmp_path, "test_labels", idx_bytes(np.zeros(199, np.uint8)))
+    with pytest.raises(data.DataError, match="199 labels for 200 images"):
+        data.load_raw(tmp_path, allow_unofficial=True)
+
+
+def test_corrupt_gzip_and_missing_file(tmp_path):
+    write_dataset(tmp_path)
+    (tmp_path / (NAMES["train_labels"] + ".gz")).write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(data.DataError, match="corrupt gzip"):
+        data.load_raw(tmp_path, allow_unofficial=True)
+    (tmp_path / (NAMES["train_labels"] + ".gz")).unlink()
+    with pytest.raises(data.DataError, match="file not found"):
+        data.load_raw(tmp_path, allow_unofficial=True)
+
+
+def test_unofficial_data_needs_permission(tmp_path):
+    write_dataset(tmp_path)
+    with pytest.raises(data.DataError, match="allow_unofficial=true"):
+        data.load_raw(tmp_path)
+
+
+def test_split_is_stratified_seeded_disjoint():
+    labels = np.repeat(np.arange(10), 100)
+    train, val = data.stratified_split(labels, 0.2, seed=3)
+    assert len(train) == 800 and len(val) == 200
+    assert not set(train) & set(val) and len(set(train) | set(val)) == 1000
+    assert np.array_equal(np.bincount(labels[val]), np.full(10, 20))
+    again, _ = data.stratified_split(labels, 0.2, seed=3)
+    other, _ = data.stratified_split(labels, 0.2, seed=4)
+    assert np.array_equal(train, again) and not np.array_equal(train, other)
+
+
+def test_cache_entries_are_keyed_by_split_settings_and_reused(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMB_DATA_DIR", str(tmp_path / "data"))
+    raw = data.load_raw(write_dataset(tmp_path / "idx"), allow_unofficial=True)
+    first, manifest, reused = data.write_cache(raw, 0.1, 42)
+    assert not reused and manifest["sizes"] == {"train": 540, "val": 60, "test": 200}
+    assert data.write_cache(raw, 0.1, 42)[2] is True
+    for other in [(0.2, 42), (0.1, 7)]:
+        directory, m, _ = data.write_cache(raw, *other)
+        assert directory != first and m["digest"] != manifest["digest"]
+    train, val = data.load_split(first, "train"), data.load_split(first, "val")
+    assert train.images.shape == (540, 1, 28, 28) and train.images.dtype == np.uint8
+    assert np.array_equal(np.bincount(val.labels), np.full(10, 6))
+    assert not list((tmp_path / "data" / "prepared").glob(".*")), "temp dirs left behind"
+    with pytest.raises(ValueError, match="load_test_split"):
+        data.load_split(first, "test")
+
+
+def test_a_failed_prepare_keeps_the_previous_cache(tmp_path, stores):
+    src = write_dataset(tmp_path / "idx")
+    ok = run_step(["prepare", "--source", str(src), "--allow_unofficial", "true"], stores)
+    assert ok.returncode == 0, ok.stderr
+    before = sorted(p.name for p in (tmp_path / "data" / "prepared").iterdir())
+    corrupt(src, "train_images", GOOD_IMAGES[:-1])
+    bad = run_step(["prepare", "--source", str(src), "--allow_unofficial", "true"], stores)
+    assert bad.returncode != 0
+    assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("error: ")
+    assert "train-images-idx3-ubyte.gz" in bad.stderr
+    assert sorted(p.name for p in (tmp_path / "data" / "prepared").iterdir()) == before
+    manifest = json.loads(
+        (tmp_path / "data" / "prepared" / before[0] / "manifest.json").read_text()
+    )
+    assert (
+        data.load_split(tmp_path / "data" / "prepared" / before[0], "train").labels.size
+        == manifest["sizes"]["train"]
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--val_fraction", "0"], "val_fraction"),
+        (["--val_fraction", "1.5"], "val_fraction"),
+        (["--seed", "abc"], "seed"),
+        (["--source", "/nonexistent/dir"], "not a directory"),
+        (["--allow_unofficial", "maybe"], "true or false"),
+    ],
+)
+def test_bad_prepare_parameters_give_one_error_line(args, message, stores):
+    result = run_step(["prepare", *args], stores, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_prepare_real_data_through_mlflow_run(real_data, tmp_path, stores):
+    import mlflow
+
+    first = mlflow_run("prepare", {"source": str(real_data)}, stores, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = mlflow_run(
+        "prepare", {}, {**stores, "FASHION_MNIST_DIR": str(real_data)}, cwd=tmp_path
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    runs = mlflow.search_runs(
+        experiment_names=["fashion-mnist"],
+        output_format="list",
+        order_by=["attributes.start_time ASC"],
+    )
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    for run, cache in zip(runs, ["written", "reused"], strict=True):
+        assert run.data.tags["pipeline.step"] == "prepare"
+        assert run.data.tags["dataset.official"] == "true"
+        assert run.data.tags["dataset.cache"] == cache
+        assert run.data.metrics["n_train"] == 54000 and run.data.metrics["n_test"] == 10000
+        contexts = {i.tags[0].value for i in run.inputs.dataset_inputs}
+        assert contexts == {"training", "validation", "test"}
+        digests = {i.dataset.digest for i in run.inputs.dataset_inputs}
+        assert digests == {run.data.tags["dataset.digest"][:16]}
+    assert runs[0].data.tags["dataset.digest"] == runs[1].data.tags["dataset.digest"]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id)}
+    assert {
+        "config.json",
+        "manifest.json",
+        "class_balance.png",
+        "samples_per_class.png",
+    } <= artifacts
+    caches = list((tmp_path / "data" / "prepared").iterdir())
+    assert len(caches) == 1 and (caches[0] / "split.npz").is_file()
+    shutil.rmtree(tmp_path / "data")
