@@ -144,11 +144,13 @@ def step_run(
     tags: dict | None = None,
     log_params: bool = True,
     system_metrics: bool = False,
+    finished_on: tuple[type[BaseException], ...] = (),
 ) -> Iterator:
     """Start (or continue) the run of one step; ends it with the status that matches.
 
     The run handed over by `mlflow run` (MLFLOW_RUN_ID) is used unless `run_id` names
-    another (resume) or `parent_run_id` asks for a nested child run.
+    another (resume) or `parent_run_id` asks for a nested child run. Exceptions listed in
+    `finished_on` (a pruned trial) end the run FINISHED and still propagate.
     """
     import mlflow
 
@@ -157,14 +159,14 @@ def step_run(
     if parent_run_id is None and run_id is None:
         run_id = os.environ.get("MLFLOW_RUN_ID") or None
     all_tags = {"pipeline.step": step, "code.version": code_version(), **(tags or {})}
-    if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
     run = mlflow.start_run(
         run_id=run_id,
         experiment_id=None if run_id else experiment_id,
         run_name=None if run_id else run_name,
         tags=all_tags,
         log_system_metrics=system_metrics or None,
+        nested=mlflow.active_run() is not None,
+        parent_run_id=parent_run_id if run_id is None else None,
     )
     status = "FINISHED"
     try:
@@ -173,7 +175,7 @@ def step_run(
         log_json(to_jsonable(settings), "config.json")
         yield run
     except BaseException as exc:
-        status = run_status(exc)
+        status = "FINISHED" if isinstance(exc, finished_on) else run_status(exc)
         if status == "FAILED":
             mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
         raise

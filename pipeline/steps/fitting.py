@@ -77,6 +77,7 @@ def fit_torch(
     ckpt: Path | None,
     device,
     hook: EpochHook | None = None,
+    log_model: bool = True,
 ) -> dict:
     import mlflow
 
@@ -110,7 +111,8 @@ def fit_torch(
     mlflow.set_tag("device", str(device))
     tracking.log_figure(plots.learning_curves_figure(result.history), "learning_curves.png")
     tracking.log_text(models.model_summary(model), "model_summary.txt")
-    log_torch_model(model, val)
+    if log_model:  # trials skip it: only the retrained best model is ever used
+        log_torch_model(model, val)
     if ckpt is not None:
         ckpt.unlink(missing_ok=True)  # the model is logged; checkpoints only serve resumes
     return summary

@@ -265,21 +265,62 @@ def resumed_settings(cfg: config.TrainConfig) -> tuple[config.TrainConfig, str |
     return replace(config.TrainConfig(**saved), resume=run_id), run_id
 
 
+# Settings that do not change what is learned: runs differing only in these are one
+# configuration (seeds are aggregated over; resume and device do not change the result).
+NOT_CONFIGURATION = ("seed", "resume", "device", "deterministic", "dataset")
+
+
+def config_key(cfg: config.TrainConfig) -> str:
+    import hashlib
+
+    from pipeline.tracking import to_jsonable
+
+    settings = {k: v for k, v in to_jsonable(cfg).items() if k not in NOT_CONFIGURATION}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def command_line(cfg: config.TrainConfig) -> str:
+    """The `python -m pipeline train` command that reproduces this run."""
+    from pipeline.tracking import to_jsonable
+
+    defaults, parts = to_jsonable(config.TrainConfig()), ["python -m pipeline train"]
+    for key, value in to_jsonable(cfg).items():
+        if key == "resume" or value == defaults[key]:
+            continue
+        if key == "model_options":
+            key, value = "options", ",".join(f"{k}={v}" for k, v in value.items())
+        elif key == "augment":
+            value = ",".join(value)
+        parts.append(f"--{key} {value}")
+    return " ".join(parts)
+
+
 def run_tags(cfg: config.TrainConfig, manifest: dict) -> dict:
     return {
         "model": cfg.model,
         "dataset.digest": manifest["digest"],
         "dataset.official": str(manifest["official"]).lower(),
         "train.subset": str(cfg.subset),
-        "mlflow.note.content": describe(cfg),
+        "config.key": config_key(cfg),
+        "config.label": describe(cfg),
+        "command": command_line(cfg),
+        "mlflow.note.content": f"{describe(cfg)}\n\n`{command_line(cfg)}`",
     }
 
 
 def describe(cfg: config.TrainConfig) -> str:
+    """A one-line, human-readable configuration (the leaderboard's label)."""
     aug = ",".join(("flip",) * cfg.flip + cfg.augment) or "none"
+    options = "".join(f" {k}={v}" for k, v in cfg.model_options.items())
+    extras = "".join(
+        f" {k}={getattr(cfg, k)}"
+        for k in ("weight_decay", "schedule", "label_smoothing", "dropout")
+        if getattr(cfg, k) not in (0, 0.0, None, "none")
+    )
+    subset = cfg.subset or "all"
     return (
-        f"{cfg.model} {cfg.model_options or ''} | {cfg.optimizer} lr={cfg.lr:g} loss={cfg.loss} "
-        f"aug={aug} epochs={cfg.epochs} batch={cfg.batch_size} subset={cfg.subset or 'all'}"
+        f"{cfg.model}{options} | {cfg.optimizer} lr={cfg.lr:g} loss={cfg.loss} aug={aug}{extras}"
+        f" epochs={cfg.epochs} batch={cfg.batch_size} subset={subset}"
     )
 
 
@@ -310,8 +351,10 @@ def train(
     parent_run_id: str | None = None,
     hook=None,
     tags: dict | None = None,
+    finished_on: tuple = (),
 ) -> tuple[str, dict]:
-    """One train run (also used by tune for its trials and its final retrain)."""
+    """One train run. Tune uses it too: for trials (tag pipeline.step=trial, no model
+    logged, pruning through `hook`) and for retraining the best configuration."""
     from pipeline import data, models, tracking
     from pipeline.steps import fitting
 
@@ -328,13 +371,22 @@ def train(
         run_name=f"{step}-{cfg.model}",
         tags={**run_tags(cfg, manifest), **(tags or {})},
         system_metrics=step == "train",
+        finished_on=finished_on,
     ) as run:
         rid = run.info.run_id
         if models.is_sklearn(cfg.model):
             summary = fitting.fit_sklearn(cfg, train_split, val, rid)
         else:
-            ckpt = checkpoint_path(rid)
-            summary = fitting.fit_torch(cfg, train_split, val, rid, ckpt, device, hook)
+            summary = fitting.fit_torch(
+                cfg,
+                train_split,
+                val,
+                rid,
+                checkpoint_path(rid),
+                device,
+                hook,
+                log_model=step == "train",
+            )
     return rid, summary
 
 
