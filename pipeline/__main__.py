@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 from pipeline.cli import UserError, fail
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     step, rest = argv[0], argv[1:]
     if step not in STEPS:
         fail(f"unknown step {step!r}; choose one of {', '.join(STEPS)}")
+    # SIGTERM (a scheduler, `kill`) behaves like Ctrl-C: the run ends KILLED, exit 130.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     module = importlib.import_module(f"pipeline.steps.{step}")
     args = module.get_args_parser().parse_args(rest)
     try:

@@ -218,14 +218,21 @@ def prepared_cache(cfg: config.TrainConfig) -> Path:
     return directory
 
 
+def effective_subset(cfg: config.TrainConfig) -> int:
+    """Training images used: the subset asked for, else a slow baseline's default subset."""
+    from pipeline import models
+
+    if cfg.subset or not models.is_sklearn(cfg.model):
+        return cfg.subset
+    return models.REGISTRY[cfg.model].default_subset
+
+
 def load_train_val(directory: Path, cfg: config.TrainConfig):
     """(train, val) splits; train reduced to a stratified subset when asked."""
     from pipeline import data, models
 
     train, val = data.load_split(directory, "train"), data.load_split(directory, "val")
-    size = cfg.subset or (
-        models.REGISTRY[cfg.model].default_subset if models.is_sklearn(cfg.model) else 0
-    )
+    size = effective_subset(cfg)
     if size and size < len(train.labels):
         keep = data.stratified_subset(train.labels, size, cfg.seed)
         train = data.Split(train.images[keep], train.labels[keep])
@@ -300,7 +307,7 @@ def run_tags(cfg: config.TrainConfig, manifest: dict) -> dict:
         "model": cfg.model,
         "dataset.digest": manifest["digest"],
         "dataset.official": str(manifest["official"]).lower(),
-        "train.subset": str(cfg.subset),
+        "train.subset": str(effective_subset(cfg)),
         "config.key": config_key(cfg),
         "config.label": describe(cfg),
         "command": command_line(cfg),
@@ -356,6 +363,7 @@ def train(
     """One train run. Tune uses it too: for trials (tag pipeline.step=trial, no model
     logged, pruning through `hook`) and for retraining the best configuration."""
     from pipeline import data, models, tracking
+    from pipeline.engine import NonFiniteLoss
     from pipeline.steps import fitting
 
     device = check_runtime(cfg)
@@ -363,30 +371,33 @@ def train(
     manifest = data.read_manifest(directory)
     train_split, val = load_train_val(directory, cfg)
     step = (tags or {}).get("pipeline.step", "train")
-    with tracking.step_run(
-        step,
-        cfg,
-        run_id=run_id,
-        parent_run_id=parent_run_id,
-        run_name=f"{step}-{cfg.model}",
-        tags={**run_tags(cfg, manifest), **(tags or {})},
-        system_metrics=step == "train",
-        finished_on=finished_on,
-    ) as run:
-        rid = run.info.run_id
-        if models.is_sklearn(cfg.model):
-            summary = fitting.fit_sklearn(cfg, train_split, val, rid)
-        else:
-            summary = fitting.fit_torch(
-                cfg,
-                train_split,
-                val,
-                rid,
-                checkpoint_path(rid),
-                device,
-                hook,
-                log_model=step == "train",
-            )
+    try:
+        with tracking.step_run(
+            step,
+            cfg,
+            run_id=run_id,
+            parent_run_id=parent_run_id,
+            run_name=f"{step}-{cfg.model}",
+            tags={**run_tags(cfg, manifest), **(tags or {})},
+            system_metrics=step == "train",
+            finished_on=finished_on,
+        ) as run:
+            rid = run.info.run_id
+            if models.is_sklearn(cfg.model):
+                summary = fitting.fit_sklearn(cfg, train_split, val, rid)
+            else:
+                summary = fitting.fit_torch(
+                    cfg,
+                    train_split,
+                    val,
+                    rid,
+                    checkpoint_path(rid),
+                    device,
+                    hook,
+                    log_model=step == "train",
+                )
+    except NonFiniteLoss as exc:  # the run is FAILED already; say why in one line
+        raise cli.UserError(str(exc)) from None
     return rid, summary
 
 

@@ -1,0 +1,357 @@
+"""The engine (losses, optimizers, early stopping, checkpoints) and the train step."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, clean_env, mlflow_run, run_step
+
+from pipeline import config, data, engine
+from pipeline.data import Split
+
+# --- losses and optimizers against torch's own ------------------------------------------
+
+
+@pytest.fixture
+def logits_targets():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(16, 10, generator=g), torch.randint(0, 10, (16,), generator=g)
+
+
+def test_ce_matches_torch(logits_targets):
+    logits, y = logits_targets
+    reference = torch.nn.CrossEntropyLoss(label_smoothing=0.1)(logits, y)
+    assert torch.allclose(engine.make_loss("ce", 0.1)(logits, y), reference)
+    manual = -torch.log_softmax(logits, 1)[torch.arange(16), y].mean()
+    assert torch.allclose(engine.make_loss("ce")(logits, y), manual, atol=1e-6)
+
+
+def test_nll_is_on_log_softmax_outputs(logits_targets):
+    logits, y = logits_targets
+    reference = torch.nn.NLLLoss()(torch.nn.LogSoftmax(dim=1)(logits), y)
+    assert torch.allclose(engine.make_loss("nll")(logits, y), reference)
+
+
+def test_mse_is_softmax_against_one_hot(logits_targets):
+    logits, y = logits_targets
+    one_hot = torch.zeros(16, 10).scatter_(1, y[:, None], 1.0)
+    reference = torch.nn.MSELoss()(torch.softmax(logits, 1), one_hot)
+    assert torch.allclose(engine.make_loss("mse")(logits, y), reference)
+
+
+@pytest.mark.parametrize(
+    "name, cls",
+    [
+        ("adam", torch.optim.Adam),
+        ("adamw", torch.optim.AdamW),
+        ("sgd", torch.optim.SGD),
+        ("rmsprop", torch.optim.RMSprop),
+    ],
+)
+def test_optimizers(name, cls):
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    opt = engine.make_optimizer(name, params, 0.01, 1e-4)
+    assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.01
+    assert opt.param_groups[0]["weight_decay"] == 1e-4
+
+
+@pytest.mark.parametrize("name", config.SCHEDULES)
+def test_schedules_step_per_batch(name):
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    opt = engine.make_optimizer("sgd", params, 0.1, 0)
+    scheduler = engine.make_scheduler(name, opt, 0.1, total_steps=10)
+    lrs = []
+    for _ in range(10):
+        opt.step()
+        if scheduler:
+            scheduler.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    if name == "none":
+        assert lrs == [0.1] * 10
+    else:
+        assert lrs[-1] < 0.05  # both anneal towards zero by the end
+
+
+# --- the training loop on tiny synthetic data ------------------------------------------
+
+
+def tiny_splits(n=200, seed=0):
+    from conftest import synthetic
+
+    images, labels = synthetic(n // 10, seed)
+    return Split(images[:, None], labels.astype(np.int64))
+
+
+def trainer(cfg, ckpt=None, on_epoch_end=None):
+    engine.seed_everything(cfg.seed, True)
+    from pipeline import models
+
+    model = models.build_model(cfg.model)
+    device = torch.device("cpu")
+    return engine.Trainer(
+        model,
+        engine.DeviceSplit.from_split(tiny_splits(200, 0), device),
+        engine.DeviceSplit.from_split(tiny_splits(100, 1), device),
+        cfg,
+        device,
+        ckpt,
+        on_epoch_end=on_epoch_end,
+        progress=False,
+    )
+
+
+BASE = config.TrainConfig(
+    model="cnn2",
+    epochs=4,
+    batch_size=32,
+    lr=3e-3,
+    flip=True,
+    augment=("rotate", "shift"),
+    seed=3,
+    deterministic=True,
+)
+
+
+def test_training_learns_the_synthetic_task():
+    result = trainer(replace(BASE, epochs=3)).fit()
+    assert result.best_val_accuracy > 0.5  # chance is 0.1
+    assert set(result.history) == {
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "epoch_time_s",
+        "train_images_per_s",
+    }
+
+
+def test_early_stopping_restores_the_best_weights():
+    snapshots = {}
+    t = trainer(replace(BASE, epochs=6, patience=2, lr=0.05, optimizer="sgd"))
+    t.on_epoch_end = lambda e, m: snapshots.__setitem__(
+        e, {k: v.clone() for k, v in t.model.state_dict().items()}
+    )
+    result = t.fit()
+    best = int(np.argmax(result.history["val_accuracy"])) + 1
+    assert result.best_epoch == best
+    final = t.model.state_dict()
+    assert all(torch.equal(final[k], snapshots[best][k]) for k in final)
+    if result.epochs_run > best:  # it did stop after `patience` worse epochs
+        assert result.epochs_run - best <= 2
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    straight = trainer(BASE, tmp_path / "a.pt")
+    expected = straight.fit()
+
+    def stop_after_two(epoch, metrics):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    first = trainer(BASE, tmp_path / "b.pt", on_epoch_end=stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    resumed = trainer(BASE, tmp_path / "b.pt")
+    resumed.load_checkpoint(tmp_path / "b.pt")
+    assert resumed.state.epoch == 2
+    got = resumed.fit()
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
+        assert got.history[key] == expected.history[key], key
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    t = trainer(replace(BASE, epochs=1), tmp_path / "c.pt")
+    t.fit()
+    ckpt = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert ckpt["state"]["epoch"] == 1 and "augmenter" in ckpt and "optimizer" in ckpt
+    assert not list(tmp_path.glob(".*.tmp")), "temp checkpoint left behind"
+
+
+def test_non_finite_loss_stops_with_a_clear_message():
+    t = trainer(replace(BASE, epochs=1))
+    t.loss_fn = lambda logits, y: (logits * float("nan")).sum()
+    with pytest.raises(engine.NonFiniteLoss, match="lower lr"):
+        t.fit()
+
+
+# --- the step in-process: prepare-on-demand and the test split --------------------------
+
+
+@pytest.fixture
+def tiny_digest(tiny_idx_dir, stores):
+    from pipeline.steps.prepare import prepare
+
+    _, manifest = prepare(
+        config.PrepareConfig(source=str(tiny_idx_dir), allow_unofficial=True), log=False
+    )
+    return manifest["digest"]
+
+
+def test_train_never_opens_the_test_split(tiny_digest, stores, monkeypatch):
+    import mlflow
+
+    from pipeline.steps.train import train
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("train opened the test split")
+
+    monkeypatch.setattr(data, "load_test_split", forbidden)
+    monkeypatch.setattr(np, "load", _guard_np_load(np.load))
+    cfg = config.TrainConfig(model="mlp", epochs=1, dataset=tiny_digest, batch_size=64)
+    run_id, summary = train(cfg)
+    run = mlflow.MlflowClient().get_run(run_id)
+    assert run.info.status == "FINISHED" and summary["epochs_run"] == 1
+    assert run.data.tags["dataset.digest"] == tiny_digest
+
+
+def _guard_np_load(original):
+    def guarded(path, *args, **kwargs):
+        if str(path).endswith("test.npz"):
+            raise AssertionError(f"train read {path}")
+        return original(path, *args, **kwargs)
+
+    return guarded
+
+
+# --- the step as users run it -----------------------------------------------------------
+
+
+BAD = [
+    (["--model", "nope"], "model"),
+    (["--lr", "-1"], "lr"),
+    (["--lr", "nan"], "lr"),
+    (["--epochs", "0"], "epochs"),
+    (["--batch_size", "0"], "batch_size"),
+    (["--optimizer", "foo"], "optimizer"),
+    (["--loss", "bar"], "loss"),
+    (["--augment", "twist"], "augment"),
+    (["--flip", "maybe"], "flip"),
+    (["--options", "blocks=0", "--model", "mini_resnet"], "blocks"),
+    (["--label_smoothing", "0.1", "--loss", "mse"], "label_smoothing"),
+]
+if not torch.cuda.is_available():
+    BAD.append((["--device", "cuda"], "CUDA"))
+
+
+@pytest.mark.parametrize("args, word", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_train_parameters(args, word, stores):
+    result = run_step(["train", *args], stores, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert word in result.stderr and "Traceback" not in result.stderr
+    import mlflow  # no run may be left RUNNING: the bad values never reach a run
+
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    exp = mlflow.get_experiment_by_name("fashion-mnist")
+    if exp is not None:
+        assert mlflow.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'").empty
+
+
+CONTRACT_EPOCH_KEYS = {
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "epoch_time_s",
+    "train_images_per_s",
+}
+CONTRACT_END_KEYS = {"best_val_accuracy", "n_params", "train_time_s"}
+
+
+def check_logged_model(run, images: np.ndarray):
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(run.data.tags["model.uri"])
+    for n in (1, 7):
+        proba = np.asarray(model.predict(images[:n].astype(np.float32)))
+        assert proba.shape == (n, 10)
+        assert np.allclose(proba.sum(1), 1, atol=1e-4) and (proba >= 0).all()
+    return model
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "model, params",
+    [
+        ("lenet5", {"epochs": 1, "subset": 2000, "batch_size": 64}),
+        ("logreg", {"subset": 1000}),
+    ],
+)
+def test_train_through_mlflow_run(model, params, real_data, tmp_path, stores):
+    import mlflow
+
+    env = {**stores, "FASHION_MNIST_DIR": str(real_data)}
+    result = mlflow_run("train", {"model": model, **params}, env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    (run,) = mlflow.search_runs(experiment_names=["fashion-mnist"], output_format="list")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["pipeline.step"] == "train" and run.data.tags["model"] == model
+    assert set(run.data.metrics) >= CONTRACT_EPOCH_KEYS | CONTRACT_END_KEYS
+    if model == "lenet5":
+        assert run.data.metrics["n_params"] == 136_586 and "lr" in run.data.metrics
+        artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+        assert {"config.json", "learning_curves.png", "model_summary.txt"} <= artifacts
+    split = data.load_split(data.find_cache(run.data.tags["dataset.digest"]), "val")
+    check_logged_model(run, split.images)
+    assert not list((tmp_path / "mlruns" / "checkpoints").glob("*.pt"))
+
+
+@pytest.mark.slow
+def test_sigterm_kills_the_run_and_resume_finishes_it(tiny_digest, stores, tmp_path):
+    import mlflow
+
+    args = [
+        "train",
+        "--model",
+        "cnn2",
+        "--epochs",
+        "30",
+        "--dataset",
+        tiny_digest,
+        "--batch_size",
+        "32",
+        "--deterministic",
+        "true",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=ROOT,
+        env=clean_env(stores),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:  # wait until one epoch is checkpointed and logged
+        if line.startswith("epoch 2:"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) != 0
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    (run,) = mlflow.search_runs(experiment_names=["fashion-mnist"], output_format="list")
+    assert run.info.status == "KILLED"
+    assert (tmp_path / "mlruns" / "checkpoints" / f"{run.info.run_id}.pt").is_file()
+    steps_before = [
+        m.step for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_accuracy")
+    ]
+    resumed = run_step(["train", "--resume", run.info.run_id], stores)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run = mlflow.get_run(run.info.run_id)
+    assert run.info.status == "FINISHED"
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_accuracy")
+    steps = sorted(m.step for m in history)
+    epochs_run = json.loads(resumed.stdout.strip().splitlines()[-1])["epochs_run"]
+    assert steps == list(range(1, epochs_run + 1)), "an epoch logged twice or missing"
+    assert epochs_run > len(steps_before)
+    assert not (tmp_path / "mlruns" / "checkpoints" / f"{run.info.run_id}.pt").exists()
