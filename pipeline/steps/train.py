@@ -229,7 +229,7 @@ def effective_subset(cfg: config.TrainConfig) -> int:
 
 def load_train_val(directory: Path, cfg: config.TrainConfig):
     """(train, val) splits; train reduced to a stratified subset when asked."""
-    from pipeline import data, models
+    from pipeline import data
 
     train, val = data.load_split(directory, "train"), data.load_split(directory, "val")
     size = effective_subset(cfg)
