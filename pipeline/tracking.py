@@ -22,6 +22,7 @@ from pipeline import config
 
 # Bounded HTTP retries: MLflow's default retries for minutes against an unreachable server.
 HTTP_DEFAULTS = {
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
