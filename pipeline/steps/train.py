@@ -317,8 +317,10 @@ def run_tags(cfg: config.TrainConfig, manifest: dict) -> dict:
 
 def describe(cfg: config.TrainConfig) -> str:
     """A one-line, human-readable configuration (the leaderboard's label)."""
-    aug = ",".join(("flip",) * cfg.flip + cfg.augment) or "none"
     options = "".join(f" {k}={v}" for k, v in cfg.model_options.items())
+    if cfg.model in config.SKLEARN_MODEL_NAMES:  # no epochs, optimizer or augmentation
+        return f"{cfg.model}{options} | scikit-learn subset={effective_subset(cfg) or 'all'}"
+    aug = ",".join(("flip",) * cfg.flip + cfg.augment) or "none"
     extras = "".join(
         f" {k}={getattr(cfg, k)}"
         for k in ("weight_decay", "schedule", "label_smoothing", "dropout")
