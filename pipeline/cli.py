@@ -117,10 +117,26 @@ def choices_list(options: Sequence[str], name: str, empty: str = "none"):
     return parse
 
 
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets: 'a=1,b=[2,3]' -> ['a=1', 'b=[2,3]']."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
+
+
 def key_values(name: str) -> Callable[[str], dict]:
-    """`k=v,k=v` -> dict with ints, floats and booleans parsed; '' or 'none' -> {}."""
+    """`k=v,k=[1,2]` -> dict with ints, floats, booleans and lists parsed; '' or 'none' -> {}."""
 
     def convert(value: str):
+        value = value.strip()
+        if value.startswith("[") and value.endswith("]"):
+            return [convert(v) for v in value[1:-1].split(",") if v.strip()]
         for kind in (int, float):
             try:
                 return kind(value)
@@ -132,11 +148,13 @@ def key_values(name: str) -> Callable[[str], dict]:
         if str(text).strip().lower() in ("", "none"):
             return {}
         out = {}
-        for item in str(text).split(","):
+        for item in _split_top_level(str(text)):
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
-                raise argparse.ArgumentTypeError(f"{name} must look like key=value,key=value")
-            out[key.strip()] = convert(value.strip())
+                raise argparse.ArgumentTypeError(
+                    f"{name} must look like key=value,key=[1,2] (got {text!r})"
+                )
+            out[key.strip()] = convert(value)
         return out
 
     return parse

@@ -5,6 +5,7 @@ scikit-learn baselines' fit / predict_proba / pickling. About 15 s on 2 CPU core
 from __future__ import annotations
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -123,30 +124,30 @@ def test_registry_matches_config() -> None:
     assert default_options("mini_resnet") == {"blocks": 3, "width": 64}
 
 
-@pytest.mark.parametrize(
-    ("call", "message"),
-    [
-        (lambda: build_model("resnet"), "choose one of: mlp, cnn1"),
-        (lambda: is_sklearn("svm"), "choose one of"),
-        (lambda: build_model("mini_resnet", blcks=4), "valid options: blocks, width"),
-        (lambda: build_model("cnn1", filters=(8,)), "valid options: none"),
-        (lambda: build_model("mini_resnet", blocks=0), "integer >= 1"),
-        (lambda: build_model("mini_resnet", blocks=True), "integer >= 1"),
-        (lambda: build_model("cnn2", filters=(32,)), "exactly 2"),
-        (lambda: build_model("cnn2", dense="64"), "list of positive integers"),
-        (lambda: build_model("cnn4", padded="yes"), "true or false"),
-        (lambda: build_model("vgg", channels=(8, 8, 8, 8, 8)), "1 to 4 stages"),
-        (lambda: build_model("resnet18", resize=16), "0 or >= 32"),
-        (lambda: build_model("cnn1", dropout=1.0), "[0, 1)"),
-        (lambda: build_model("lstm", dropout=-0.1), "[0, 1)"),
-        (lambda: build_model("svc"), "build_baseline"),
-        (lambda: build_baseline("cnn1", seed=0), "build_model"),
-        (lambda: build_baseline("svc", seed=0, gamma=0.1), "valid options: C"),
-        (lambda: build_baseline("logreg", seed=0, C=0), "> 0"),
-    ],
-)
+INVALID = [
+    (lambda: build_model("resnet"), "choose one of: mlp, cnn1"),
+    (lambda: is_sklearn("svm"), "choose one of"),
+    (lambda: build_model("mini_resnet", blcks=4), "valid options: blocks, width"),
+    (lambda: build_model("cnn1", filters=(8,)), "valid options: none"),
+    (lambda: build_model("mini_resnet", blocks=0), "integer >= 1"),
+    (lambda: build_model("mini_resnet", blocks=True), "integer >= 1"),
+    (lambda: build_model("cnn2", filters=(32,)), "exactly 2"),
+    (lambda: build_model("cnn2", dense="64"), "list of positive integers"),
+    (lambda: build_model("cnn4", padded="yes"), "true or false"),
+    (lambda: build_model("vgg", channels=(8, 8, 8, 8, 8)), "1 to 4 stages"),
+    (lambda: build_model("resnet18", resize=16), "0 or >= 32"),
+    (lambda: build_model("cnn1", dropout=1.0), "in [0, 1)"),
+    (lambda: build_model("lstm", dropout=-0.1), "lstm' must be a number in [0, 1)"),
+    (lambda: build_model("svc"), "build_baseline"),
+    (lambda: build_baseline("cnn1", seed=0), "build_model"),
+    (lambda: build_baseline("svc", seed=0, gamma=0.1), "valid options: C"),
+    (lambda: build_baseline("logreg", seed=0, C=0), "number > 0"),
+]
+
+
+@pytest.mark.parametrize(("call", "message"), INVALID, ids=[m for _, m in INVALID])
 def test_invalid_name_or_option(call, message: str) -> None:
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")) as err:
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
         call()
     assert "\n" not in str(err.value)  # one line: the step prints it as `error: ...`
 
@@ -184,6 +185,11 @@ def tiny_set() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+# lbfgs stops at max_iter on 60 separable images: expected here, not a failure
+NOT_CONVERGED = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@NOT_CONVERGED
 @pytest.mark.parametrize("name", config.SKLEARN_MODEL_NAMES)
 def test_sklearn_baseline(name: str, tiny_set) -> None:
     x, y = tiny_set
@@ -196,6 +202,7 @@ def test_sklearn_baseline(name: str, tiny_set) -> None:
     np.testing.assert_allclose(pickle.loads(blob).predict_proba(x), proba)
 
 
+@NOT_CONVERGED
 def test_sklearn_baseline_skops(tiny_set) -> None:
     """MLflow's default sklearn format: only numpy and scikit-learn types to trust."""
     skops_io = pytest.importorskip("skops.io")

@@ -43,8 +43,9 @@ _SPECS = (
     ModelSpec("vgg", "cnn", cnn.build_vgg, "torch", "VGG-style 3-stage conv stack (report 004)"),
     ModelSpec("lstm", "rnn", rnn.build_lstm, "torch", "128-unit LSTM over the 28 rows (report 003)"),
     # default_subset: fit times of each default on 2 CPU cores (the shared 2-core dev machine,
-    # load average 2-5 from other jobs, so upper bounds), float32 raw pixels, measured with
-    # bench-style fits in November 2026; accuracy on 6,000 held-out real training images:
+    # load average 2-5 from other jobs, so upper bounds), float32 raw pixels, a random 54,000
+    # of the 60,000 training images (or uniform random pixels and labels), November 2026;
+    # accuracy on the other 6,000:
     #   logreg         54,000 real: 116 s (85.5%); 54,000 random rows: 15 s   -> all
     #   random_forest  54,000 real:  70 s (88.2%); 54,000 random rows: 262 s  -> all
     #                  (random labels grow one leaf per image; real images do not)

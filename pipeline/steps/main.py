@@ -91,13 +91,19 @@ def check_params(path: Path, parser: argparse.ArgumentParser, params: dict) -> N
         raise SystemExit(2) from None
 
 
+def as_option(value) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(as_option(v) for v in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def as_text(value) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list):
         return ",".join(map(str, value)) or "none"
-    if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items()) or "none"
+    if isinstance(value, dict):  # model options: key=value,key=[1,2]
+        return ",".join(f"{k}={as_option(v)}" for k, v in value.items()) or "none"
     return str(value)
 
 

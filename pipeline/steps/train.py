@@ -286,6 +286,13 @@ def config_key(cfg: config.TrainConfig) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def as_option(value) -> str:
+    """A model option as typed on the command line: lists as [a,b], booleans lowercase."""
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(as_option(v) for v in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def command_line(cfg: config.TrainConfig) -> str:
     """The `python -m pipeline train` command that reproduces this run."""
     from pipeline.tracking import to_jsonable
@@ -295,7 +302,10 @@ def command_line(cfg: config.TrainConfig) -> str:
         if key == "resume" or value == defaults[key]:
             continue
         if key == "model_options":
-            key, value = "options", ",".join(f"{k}={v}" for k, v in value.items())
+            key, value = (
+                "options",
+                "'" + ",".join(f"{k}={as_option(v)}" for k, v in value.items()) + "'",
+            )
         elif key == "augment":
             value = ",".join(value)
         parts.append(f"--{key} {value}")
@@ -317,7 +327,7 @@ def run_tags(cfg: config.TrainConfig, manifest: dict) -> dict:
 
 def describe(cfg: config.TrainConfig) -> str:
     """A one-line, human-readable configuration (the leaderboard's label)."""
-    options = "".join(f" {k}={v}" for k, v in cfg.model_options.items())
+    options = "".join(f" {k}={as_option(v)}" for k, v in cfg.model_options.items())
     if cfg.model in config.SKLEARN_MODEL_NAMES:  # no epochs, optimizer or augmentation
         return f"{cfg.model}{options} | scikit-learn subset={effective_subset(cfg) or 'all'}"
     aug = ",".join(("flip",) * cfg.flip + cfg.augment) or "none"
