@@ -146,3 +146,23 @@ def real_data() -> Path:
             f"real Fashion-MNIST missing at {REAL_DATA}: .ci/run must install dataset-fashion-mnist"
         )
     pytest.skip("real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+
+
+@pytest.fixture(scope="session")
+def real_prepared(real_data, tmp_path_factory) -> Path:
+    """A data directory (for FMB_DATA_DIR) holding the real data prepared once per session
+    with the default split, so tests that train on real data skip the preparation."""
+    from pipeline import config
+    from pipeline.steps.prepare import prepare
+
+    directory = tmp_path_factory.mktemp("real-prepared")
+    before = os.environ.get("FMB_DATA_DIR")
+    os.environ["FMB_DATA_DIR"] = str(directory)
+    try:
+        prepare(config.PrepareConfig(source=str(real_data)), log=False)
+    finally:
+        if before is None:
+            os.environ.pop("FMB_DATA_DIR")
+        else:
+            os.environ["FMB_DATA_DIR"] = before
+    return directory

@@ -288,10 +288,11 @@ def check_logged_model(run, images: np.ndarray):
         ("logreg", {"subset": 1000}),
     ],
 )
-def test_train_through_mlflow_run(model, params, real_data, tmp_path, stores):
+def test_train_through_mlflow_run(model, params, real_prepared, tmp_path, stores, monkeypatch):
     import mlflow
 
-    env = {**stores, "FASHION_MNIST_DIR": str(real_data)}
+    monkeypatch.setenv("FMB_DATA_DIR", str(real_prepared))
+    env = {**stores, "FMB_DATA_DIR": str(real_prepared)}
     result = mlflow_run("train", {"model": model, **params}, env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
@@ -315,9 +316,11 @@ def test_sigterm_kills_the_run_and_resume_finishes_it(tiny_digest, stores, tmp_p
     args = [
         "train",
         "--model",
-        "cnn2",
+        "mlp",
         "--epochs",
-        "30",
+        "12",
+        "--patience",
+        "12",
         "--dataset",
         tiny_digest,
         "--batch_size",
@@ -330,7 +333,7 @@ def test_sigterm_kills_the_run_and_resume_finishes_it(tiny_digest, stores, tmp_p
         cwd=ROOT,
         env=clean_env(stores),
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
     for line in proc.stdout:  # wait until one epoch is checkpointed and logged

@@ -560,7 +560,6 @@ def search(study, args, parent: str, name: str, worker: str) -> None:
         timeout=args.timeout or None,
         callbacks=[optuna.study.MaxTrialsCallback(args.n_trials, states=states)],
         catch=(Exception,),  # one failing configuration must not end the search
-        gc_after_trial=True,
     )
 
 

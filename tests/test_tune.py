@@ -1,0 +1,431 @@
+"""The tune step: nested runs on both sides of the Optuna/MLflow link, pruning, the trial cap
+across re-runs and parallel workers (PostgreSQL, journal file), killed workers, bad input.
+
+Expensive setup is shared: the module prepares the real data once and keeps one MLflow store
+(creating its schema costs ~7 s); each test works on a study of its own name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, clean_env, mlflow_run, run_step, store_env
+
+from pipeline import config, data
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+TINY = ["--model", "mlp", "--subset", "300", "--batch_size", "64"]  # seconds per trial
+HEARTBEAT_S, GRACE_S = 2, 5  # the kill test's settings (defaults are 10 and 30 s)
+MAIN = {"model": "mlp", "epochs": 2, "subset": 300, "batch_size": 64}
+MAIN.update(n_trials=6, final_epochs=1, prune_all="true")  # odd trials pruned at epoch 1
+FINISHED = ("COMPLETE", "PRUNED")
+
+
+# --- shared setup ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def env(real_data, tmp_path_factory) -> dict[str, str]:
+    """Store environment for the module's processes: data prepared, MLflow store created."""
+    from pipeline import tracking
+    from pipeline.steps.prepare import prepare
+
+    env = {**store_env(tmp_path_factory.mktemp("tune")), "FASHION_MNIST_DIR": str(real_data)}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+            patch.delenv(key, raising=False)
+        _, manifest = prepare(config.PrepareConfig(source=str(real_data)), log=False)
+        # parallel workers must not race to create the schema and the experiment
+        import mlflow
+
+        mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+        tracking.ensure_experiment()
+    env["DIGEST"] = manifest["digest"]  # harmless in a child's environment
+    return env
+
+
+def client(env):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+
+
+def runs_where(env, filter_string: str) -> list:
+    c = client(env)
+    experiment = c.get_experiment_by_name("fashion-mnist").experiment_id
+    return c.search_runs([experiment], filter_string=filter_string, max_results=1000)
+
+
+def default_storage(env) -> str:
+    return f"sqlite:///{env['FMB_MLRUNS_DIR']}/optuna.db"
+
+
+def load_study(name: str, storage: str):
+    import optuna
+
+    if storage.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = optuna.storages.JournalStorage(JournalFileBackend(storage[len("journal:") :]))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def finished(study) -> list:
+    return [t for t in study.trials if t.state.name in FINISHED]
+
+
+def start_worker(args: list[str], env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "tune", *args],
+        cwd=ROOT,
+        env=clean_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def check_trial_runs(env, study) -> dict:
+    """Each started trial names exactly one child run of the study's parent, and back."""
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    started = [t for t in study.trials if t.state.name != "WAITING"]
+    ids = [t.user_attrs["mlflow_run_id"] for t in started]
+    runs = runs_where(env, f"tags.`optuna.study` = '{study.study_name}'")
+    children = {r.info.run_id: r for r in runs if r.data.tags["pipeline.step"] == "trial"}
+    assert sorted(children) == sorted(ids), "not exactly one child run per trial"
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    for trial in started:
+        tags = children[trial.user_attrs["mlflow_run_id"]].data.tags
+        assert tags["mlflow.parentRunId"] == parent
+        assert tags["trial.number"] == str(trial.number)
+    return children
+
+
+# --- 1 and 2: a study through `mlflow run`, then resumed --------------------------------
+
+
+@pytest.fixture(scope="module")
+def main_study(env, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("cwd")
+    result = mlflow_run("tune", MAIN, env, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-4000:]
+    name = f"mlp-base-e2-s300-{env['DIGEST'][:8]}"
+    return name, load_study(name, default_storage(env)), cwd
+
+
+def test_study_through_mlflow_run(main_study, env, tmp_path):
+    name, study, _ = main_study
+    parent_id = study.user_attrs["mlflow_parent_run_id"]
+    parent = client(env).get_run(parent_id)
+    tags = parent.data.tags
+    assert parent.info.status == "FINISHED" and tags["pipeline.step"] == "tune"
+    assert tags["mlflow.project.entryPoint"] == "tune"  # the run `mlflow run` created
+    assert tags["optuna.study"] == name and tags["tune.role"] == "parent"
+    assert tags["optuna.storage"] == default_storage(env) and tags["optuna.sampler"] == "tpe"
+    assert "optuna.pruner" in tags
+    assert len(study.trials) == MAIN["n_trials"] == len(finished(study))
+    assert study.trials[0].params == {"lr": 1e-3, "optimizer": "adam", "loss": "ce", "flip": False}
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned, "the forced pruner pruned nothing"
+    children = check_trial_runs(env, study)
+    for trial in study.trials:
+        run = children[trial.user_attrs["mlflow_run_id"]]
+        assert run.info.status == "FINISHED"  # COMPLETE and PRUNED alike
+        assert run.data.tags["trial.state"] == trial.state.name
+        assert float(run.data.params["lr"]) == pytest.approx(trial.params["lr"])
+        curve = client(env).get_metric_history(run.info.run_id, "val_accuracy")
+        assert {m.step: m.value for m in curve} == pytest.approx(trial.intermediate_values)
+        assert len(curve) == (1 if trial.state.name == "PRUNED" else MAIN["epochs"])
+    check_final_and_artifacts(env, study, parent, tmp_path)
+
+
+def check_final_and_artifacts(env, study, parent, tmp_path):
+    c = client(env)
+    final = c.get_run(parent.data.tags["tune.final_run_id"])
+    assert final.data.tags["pipeline.step"] == "train" and final.info.status == "FINISHED"
+    assert final.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert final.data.tags["evaluated"] == "true" and "test_accuracy" in final.data.metrics
+    assert final.data.tags["tune.best_trial"] == str(study.best_trial.number)
+    assert {"final_test_accuracy", "final_val_accuracy", "n_pruned"} <= set(parent.data.metrics)
+    names = {a.path for a in c.list_artifacts(parent.info.run_id)}
+    plots = ("optimization_history", "param_importances", "parallel_coordinate")
+    assert {f"{p}.png" for p in (*plots, "intermediate_values")} <= names, names
+    assert {"trials.csv", "best_params.json", "config.json"} <= names
+    best = json.loads(
+        Path(
+            c.download_artifacts(parent.info.run_id, "best_params.json", str(tmp_path))
+        ).read_text()
+    )
+    assert best == study.best_trial.params
+    rows = Path(c.download_artifacts(parent.info.run_id, "trials.csv", str(tmp_path)))
+    assert len(rows.read_text().strip().splitlines()) == 1 + len(study.trials)
+
+
+def test_rerun_resumes_up_to_the_cap(main_study, env):
+    name, study, cwd = main_study
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    again = mlflow_run("tune", MAIN, env, cwd=cwd)  # the same command: the study is full
+    assert again.returncode == 0, again.stderr[-4000:]
+    study = load_study(name, default_storage(env))
+    assert len(study.trials) == MAIN["n_trials"]
+    finals = runs_where(env, f"tags.`optuna.study` = '{name}' and tags.`pipeline.step` = 'train'")
+    assert len(finals) == 1, "the unchanged best trial was retrained again"
+    workers = runs_where(env, f"tags.`optuna.study` = '{name}' and tags.`pipeline.step` = 'tune'")
+    assert len(workers) == 2
+    rerun = next(r for r in workers if r.info.run_id != parent)
+    assert (
+        rerun.data.tags["tune.role"] == "worker" and rerun.data.tags["tune.parent_run_id"] == parent
+    )
+    args = ["--epochs", "2", "--n_trials", "7", "--final", "false", "--prune_all", "true"]
+    more = run_step(["tune", *TINY, *args], env)  # a raised cap: exactly one more trial
+    assert more.returncode == 0, more.stderr[-4000:]
+    study = load_study(name, default_storage(env))
+    assert len(study.trials) == len(finished(study)) == 7
+    check_trial_runs(env, study)
+
+
+# --- 3: parallel workers ----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def postgres_missing() -> str | None:
+    import importlib.util
+
+    if not (PG_BIN / "initdb").is_file() or shutil.which("runuser") is None:
+        return f"PostgreSQL 15 not installed ({PG_BIN}); apt-get install postgresql"
+    if importlib.util.find_spec("psycopg") is None:
+        return "psycopg missing: pip install 'psycopg[binary]'"
+    return None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL 15 cluster on 127.0.0.1 (initdb refuses root: run as postgres)."""
+    if os.geteuid() != 0:
+        pytest.skip("starting a PostgreSQL cluster as the postgres user needs root")
+    missing = postgres_missing()
+    if missing and os.environ.get("CI"):
+        pytest.fail(missing)  # CI installs it: a skip there would hide a broken setup
+    if missing:
+        pytest.skip(missing)
+    directory = Path(tempfile.mkdtemp(prefix="fmb-pg-"))  # pytest's tmp is 0700 root-only
+    shutil.chown(directory, "postgres", "postgres")
+    as_postgres, pgdata, port = ["runuser", "-u", "postgres", "--"], directory / "data", free_port()
+    subprocess.run(
+        [*as_postgres, str(PG_BIN / "initdb"), "-D", str(pgdata), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1"
+    pg_ctl = [*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(pgdata)]
+    # -l: without a log file the server inherits our pipes and run() never returns
+    subprocess.run(
+        [*pg_ctl, "-o", options, "-l", str(directory / "server.log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "fast", "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["postgresql", "journal"])
+def test_parallel_workers_share_one_study(kind, env, tmp_path, request):
+    if kind == "postgresql":
+        storage = request.getfixturevalue("postgres_url")
+    else:
+        storage = f"journal:{tmp_path / 'study.journal'}"
+    name, n_trials = f"parallel-{kind}", 4
+    args = [*TINY, "--epochs", "1", "--n_trials", str(n_trials), "--pruner", "none"]
+    args += ["--final", "false", "--storage", storage, "--study_name", name]
+    workers = [start_worker(args, env) for _ in range(2)]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr[-4000:]
+    study = load_study(name, storage)
+    assert n_trials <= len(finished(study)) <= n_trials + 1  # W=2 workers overshoot by <= 1
+    check_trial_runs(env, study)
+    runs = runs_where(env, f"tags.`optuna.study` = '{name}' and tags.`pipeline.step` = 'tune'")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    roles = sorted(r.data.tags["tune.role"] for r in runs)
+    assert roles == ["parent", "worker"]
+    assert {r.data.tags["tune.parent_run_id"] for r in runs} == {
+        study.user_attrs["mlflow_parent_run_id"]
+    }
+
+
+# --- 4: a killed worker -----------------------------------------------------------------
+
+
+def wait_for_running_trial(env, name: str, worker: subprocess.Popen, timeout=180):
+    """The first trial once its run has logged an epoch: mid-trial, heartbeat recorded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert worker.poll() is None, worker.communicate()[1][-4000:]
+        try:
+            running = [
+                t
+                for t in load_study(name, default_storage(env)).trials
+                if t.state.name == "RUNNING"
+            ]
+        except KeyError:  # the study does not exist yet
+            running = []
+        if running and "mlflow_run_id" in running[0].user_attrs:
+            run_id = running[0].user_attrs["mlflow_run_id"]
+            if client(env).get_metric_history(run_id, "val_accuracy"):
+                return running[0]
+        time.sleep(0.2)
+    raise AssertionError("no trial started in time")
+
+
+@pytest.mark.slow
+def test_killed_worker_trial_is_failed_closed_and_retried(env):
+    name, n_trials = "killed-worker", 3
+    args = [*TINY, "--n_trials", str(n_trials), "--pruner", "none", "--final", "false"]
+    args += ["--study_name", name, "--heartbeat_s", str(HEARTBEAT_S), "--grace_s", str(GRACE_S)]
+    worker = start_worker([*args, "--epochs", "40"], env)  # long trials: killed mid-trial
+    try:
+        trial = wait_for_running_trial(env, name, worker)
+    finally:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.communicate()
+    run_id, worker_run = trial.user_attrs["mlflow_run_id"], trial.user_attrs["mlflow_worker_run_id"]
+    assert client(env).get_run(run_id).info.status == "RUNNING"  # nothing closed it yet
+    time.sleep(GRACE_S + 1)
+    later = run_step(["tune", *args, "--epochs", "1"], env)  # the same study, quick trials
+    assert later.returncode == 0, later.stderr[-4000:]
+    study = load_study(name, default_storage(env))
+    assert study.trials[trial.number].state.name == "FAIL"
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
+    assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
+    assert retries[0].params == trial.params
+    assert retries[0].user_attrs["mlflow_run_id"] != run_id
+    dead = client(env).get_run(run_id)
+    assert dead.info.status == "FAILED" and dead.data.tags["trial.state"] == "FAIL"
+    assert client(env).get_run(worker_run).info.status == "KILLED"
+    assert len(finished(study)) == n_trials
+    check_trial_runs(env, study)
+
+
+# --- in-process: what the search may read, and failing trials ---------------------------
+
+
+def test_search_never_opens_the_test_split_and_failed_trials_end_failed(env, monkeypatch):
+    import mlflow
+
+    from pipeline.steps import train as train_step
+    from pipeline.steps import tune
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(key, raising=False)
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the search opened the test split")
+
+    original_load, original_train = np.load, train_step.train
+
+    def guarded_load(path, *args, **kwargs):
+        assert not str(path).endswith("test.npz"), f"the search read {path}"
+        return original_load(path, *args, **kwargs)
+
+    def train_failing_trial_2(cfg, **kwargs):  # fails before train() opens the run
+        if kwargs.get("tags", {}).get("trial.number") == "2":
+            raise RuntimeError("broken configuration")
+        return original_train(cfg, **kwargs)
+
+    monkeypatch.setattr(data, "load_test_split", forbidden)
+    monkeypatch.setattr(np, "load", guarded_load)
+    monkeypatch.setattr(train_step, "train", train_failing_trial_2)
+    argv = [*TINY, "--epochs", "1", "--n_trials", "3", "--prune_all", "true", "--final", "false"]
+    args = tune.get_args_parser().parse_args([*argv, "--study_name", "in-process"])
+    assert tune.main(args) == 0
+    study = load_study("in-process", default_storage(env))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED", "FAIL"]
+    runs = check_trial_runs(env, study)
+    for trial in study.trials:
+        run = runs[trial.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["trial.state"] == trial.state.name
+        assert run.info.status == ("FAILED" if trial.state.name == "FAIL" else "FINISHED")
+        checkpoint = Path(env["FMB_MLRUNS_DIR"]) / "checkpoints" / f"{run.info.run_id}.pt"
+        assert not checkpoint.exists(), "a pruned or failed trial left its checkpoint"
+
+
+# --- 5: bad input and help --------------------------------------------------------------
+
+
+BAD = [
+    (["--n_trials", "0"], "n_trials"),
+    (["--pruner", "magic"], "pruner"),
+    (["--sampler", "cmaes"], "sampler"),
+    (["--storage", "optuna.db"], "storage"),
+    (["--model", "svc"], "scikit-learn"),
+    (["--heartbeat_s", "5", "--grace_s", "5"], "grace_s"),
+    (["--storage", "postgresql+psycopg://u:secret@127.0.0.1:1/x"], "127.0.0.1:1"),
+]
+
+
+@pytest.mark.parametrize("args, word", BAD, ids=[w for _, w in BAD])
+def test_bad_input_is_one_error_line(args, word, env):
+    started = time.monotonic()
+    result = run_step(["tune", *TINY, *args], env, timeout=120)
+    assert time.monotonic() - started < 30
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error:") and word in lines[0], result.stderr
+    assert "secret" not in result.stderr  # passwords in storage URLs are never echoed
+
+
+def test_help_documents_every_parameter():
+    import yaml
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "tune", "-h"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    entry = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]["tune"]
+    flags = {*entry["parameters"], "final", "final_epochs", "patience", "heartbeat_s", "grace_s"}
+    for name in flags:
+        assert f"--{name}" in result.stdout, f"--{name} missing from tune -h"
+    from pipeline.steps import tune
+
+    for action in tune.get_args_parser()._actions:
+        if action.help != "==SUPPRESS==":
+            assert action.help and len(action.help) > 10, action.option_strings
+
+
+def test_storage_urls_are_redacted():
+    from pipeline.steps import tune
+
+    assert tune.redact("postgresql://me:pw@host:5432/db") == "postgresql://me:***@host:5432/db"
+    assert tune.redact("postgresql://me@host/db") == "postgresql://me@host/db"
+    assert tune.redact("journal:/tmp/a.log") == "journal:/tmp/a.log"
