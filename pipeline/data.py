@@ -8,6 +8,7 @@ The test split lives in its own file that only evaluation opens.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -242,9 +243,15 @@ def write_cache(raw: RawData, val_fraction: float, seed: int) -> tuple[Path, dic
             test_y=raw.files["test_labels"].array.astype(np.int64),
         )
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if target.exists():  # an unreadable leftover with our key: replace it
-            shutil.rmtree(target)
+        if target.exists() and read_manifest(target) is None:  # an unreadable leftover
+            shutil.rmtree(target, ignore_errors=True)
         os.rename(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        finished = read_manifest(target)
+        if finished is not None and finished.get("digest") == digest:
+            return target, finished, True  # a parallel worker wrote the same cache first
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -288,8 +295,19 @@ def load_split(directory: Path, part: str) -> Split:
     """Load 'train' or 'val' from a prepared cache. The test split has its own loader."""
     if part not in ("train", "val"):
         raise ValueError(f"load_split takes train or val, not {part!r}; use load_test_split")
-    with np.load(Path(directory) / "split.npz") as arrays:
-        return Split(arrays[f"{part}_x"], arrays[f"{part}_y"])
+    arrays = _split_arrays(str(Path(directory).resolve()))
+    return Split(arrays[f"{part}_x"], arrays[f"{part}_y"])
+
+
+@functools.lru_cache(maxsize=2)
+def _split_arrays(directory: str) -> dict[str, np.ndarray]:
+    # A study trains dozens of times in one process: read the 42 MB split once. The arrays
+    # are read-only so no caller can change what the next one gets.
+    with np.load(Path(directory) / "split.npz") as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    for array in arrays.values():
+        array.flags.writeable = False
+    return arrays
 
 
 def load_test_split(directory: Path) -> Split:

@@ -120,8 +120,9 @@ class DeviceSplit:
     @classmethod
     def from_split(cls, split: Split, device: torch.device) -> DeviceSplit:
         return cls(
-            torch.from_numpy(np.ascontiguousarray(split.images)).to(device),
-            torch.from_numpy(np.asarray(split.labels, dtype=np.int64)).to(device),
+            # copies: the cached split arrays are read-only and shared between trainings
+            torch.tensor(split.images, dtype=torch.uint8, device=device),
+            torch.tensor(split.labels, dtype=torch.int64, device=device),
         )
 
     def __len__(self) -> int:
@@ -374,5 +375,5 @@ def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device) ->
     channels_last = uses_channels_last(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    x = torch.tensor(images, dtype=torch.uint8, device=device)
     return torch.softmax(predict_logits(model, x, channels_last), dim=1).double().cpu().numpy()
