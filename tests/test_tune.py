@@ -53,7 +53,7 @@ def env(real_data, tmp_path_factory) -> dict[str, str]:
 
         mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
         tracking.ensure_experiment()
-    env["DIGEST"] = manifest["digest"]  # harmless in a child's environment
+    env["DIGEST"] = manifest["digest"]  # names the main study; ignored by the children
     return env
 
 
@@ -164,14 +164,12 @@ def check_final_and_artifacts(env, study, parent, tmp_path):
     plots = ("optimization_history", "param_importances", "parallel_coordinate")
     assert {f"{p}.png" for p in (*plots, "intermediate_values")} <= names, names
     assert {"trials.csv", "best_params.json", "config.json"} <= names
-    best = json.loads(
-        Path(
-            c.download_artifacts(parent.info.run_id, "best_params.json", str(tmp_path))
-        ).read_text()
-    )
-    assert best == study.best_trial.params
-    rows = Path(c.download_artifacts(parent.info.run_id, "trials.csv", str(tmp_path)))
-    assert len(rows.read_text().strip().splitlines()) == 1 + len(study.trials)
+
+    def artifact(name: str) -> str:
+        return Path(c.download_artifacts(parent.info.run_id, name, str(tmp_path))).read_text()
+
+    assert json.loads(artifact("best_params.json")) == study.best_trial.params
+    assert len(artifact("trials.csv").strip().splitlines()) == 1 + len(study.trials)
 
 
 def test_rerun_resumes_up_to_the_cap(main_study, env):
@@ -185,10 +183,8 @@ def test_rerun_resumes_up_to_the_cap(main_study, env):
     assert len(finals) == 1, "the unchanged best trial was retrained again"
     workers = runs_where(env, f"tags.`optuna.study` = '{name}' and tags.`pipeline.step` = 'tune'")
     assert len(workers) == 2
-    rerun = next(r for r in workers if r.info.run_id != parent)
-    assert (
-        rerun.data.tags["tune.role"] == "worker" and rerun.data.tags["tune.parent_run_id"] == parent
-    )
+    rerun = next(r.data.tags for r in workers if r.info.run_id != parent)
+    assert rerun["tune.role"] == "worker" and rerun["tune.parent_run_id"] == parent
     args = ["--epochs", "2", "--n_trials", "7", "--final", "false", "--prune_all", "true"]
     more = run_step(["tune", *TINY, *args], env)  # a raised cap: exactly one more trial
     assert more.returncode == 0, more.stderr[-4000:]
@@ -208,7 +204,12 @@ def free_port() -> int:
 
 def postgres_missing() -> str | None:
     import importlib.util
+    import pwd
 
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "no postgres user: apt-get install postgresql"
     if not (PG_BIN / "initdb").is_file() or shutil.which("runuser") is None:
         return f"PostgreSQL 15 not installed ({PG_BIN}); apt-get install postgresql"
     if importlib.util.find_spec("psycopg") is None:
@@ -280,35 +281,38 @@ def test_parallel_workers_share_one_study(kind, env, tmp_path, request):
 # --- 4: a killed worker -----------------------------------------------------------------
 
 
-def wait_for_running_trial(env, name: str, worker: subprocess.Popen, timeout=180):
+def wait_for_running_trial(env, name: str, storage, worker: subprocess.Popen, timeout=180):
     """The first trial once its run has logged an epoch: mid-trial, heartbeat recorded."""
+    import optuna
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert worker.poll() is None, worker.communicate()[1][-4000:]
         try:
-            running = [
-                t
-                for t in load_study(name, default_storage(env)).trials
-                if t.state.name == "RUNNING"
-            ]
-        except KeyError:  # the study does not exist yet
-            running = []
-        if running and "mlflow_run_id" in running[0].user_attrs:
-            run_id = running[0].user_attrs["mlflow_run_id"]
-            if client(env).get_metric_history(run_id, "val_accuracy"):
-                return running[0]
-        time.sleep(0.2)
+            trials = optuna.load_study(study_name=name, storage=storage).trials
+        except KeyError:  # the worker has not created the study yet
+            trials = []
+        running = [t for t in trials if "mlflow_run_id" in t.user_attrs]
+        if running and client(env).get_metric_history(
+            running[0].user_attrs["mlflow_run_id"], "val_accuracy"
+        ):
+            return running[0]
+        time.sleep(0.5)
     raise AssertionError("no trial started in time")
 
 
 @pytest.mark.slow
 def test_killed_worker_trial_is_failed_closed_and_retried(env):
+    import optuna
+
     name, n_trials = "killed-worker", 3
     args = [*TINY, "--n_trials", str(n_trials), "--pruner", "none", "--final", "false"]
     args += ["--study_name", name, "--heartbeat_s", str(HEARTBEAT_S), "--grace_s", str(GRACE_S)]
+    # the schema exists before the worker starts: polling must not race it creating tables
+    storage = optuna.storages.RDBStorage(default_storage(env))
     worker = start_worker([*args, "--epochs", "40"], env)  # long trials: killed mid-trial
     try:
-        trial = wait_for_running_trial(env, name, worker)
+        trial = wait_for_running_trial(env, name, storage, worker)
     finally:
         os.kill(worker.pid, signal.SIGKILL)
         worker.communicate()
@@ -372,6 +376,7 @@ def test_search_never_opens_the_test_split_and_failed_trials_end_failed(env, mon
         run = runs[trial.user_attrs["mlflow_run_id"]]
         assert run.data.tags["trial.state"] == trial.state.name
         assert run.info.status == ("FAILED" if trial.state.name == "FAIL" else "FINISHED")
+        assert run.data.tags["dataset.digest"] == env["DIGEST"] and run.data.tags["code.version"]
         checkpoint = Path(env["FMB_MLRUNS_DIR"]) / "checkpoints" / f"{run.info.run_id}.pt"
         assert not checkpoint.exists(), "a pruned or failed trial left its checkpoint"
 
@@ -391,9 +396,9 @@ BAD = [
 
 
 @pytest.mark.parametrize("args, word", BAD, ids=[w for _, w in BAD])
-def test_bad_input_is_one_error_line(args, word, env):
+def test_bad_input_is_one_error_line(args, word, stores):
     started = time.monotonic()
-    result = run_step(["tune", *TINY, *args], env, timeout=120)
+    result = run_step(["tune", *TINY, *args], stores, timeout=120)
     assert time.monotonic() - started < 30
     lines = result.stderr.strip().splitlines()
     assert result.returncode != 0 and "Traceback" not in result.stderr

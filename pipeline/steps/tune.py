@@ -67,6 +67,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_train_args(parser, tune=True)
     describe_shared_args(parser)
     add_search_args(parser)
+    add_space_args(parser)
     add_storage_args(parser)
     add_final_args(parser)
     return parser
@@ -116,6 +117,17 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
         help="tpe (seeded, multivariate) or random",
     )
     add(
+        "--prune_all",
+        "--prune-all",
+        default=False,
+        type=cli.boolean("prune_all"),
+        help=argparse.SUPPRESS,
+    )  # tests: prune every odd-numbered trial at its first epoch, keep the even ones
+
+
+def add_space_args(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add(
         "--space",
         default="base",
         type=cli.choice(SPACES, "space"),
@@ -135,13 +147,6 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
         type=cli.float_in(0, 10, "lr_max", low_open=True),
         help="highest learning rate searched (log scale)",
     )
-    add(
-        "--prune_all",
-        "--prune-all",
-        default=False,
-        type=cli.boolean("prune_all"),
-        help=argparse.SUPPRESS,
-    )  # tests: prune every odd-numbered trial at its first epoch, keep the even ones
 
 
 def add_storage_args(parser: argparse.ArgumentParser) -> None:
@@ -236,7 +241,6 @@ def is_journal(spec: str) -> bool:
 
 def open_storage(spec: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S):
     """An Optuna storage; fails in seconds, naming the (redacted) URL, when unusable."""
-    import warnings
     from pathlib import Path
 
     import optuna
@@ -254,17 +258,42 @@ def open_storage(spec: str, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE
             # connect_timeout: an unreachable server fails now, not after minutes;
             # pre_ping: a connection that idled through a long trial is replaced, not used.
             engine_kwargs = {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                spec,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_s,
-                grace_period=grace_s,
-                heartbeat_stale_trial_callback=close_and_retry,
-            )
+        return rdb_storage(
+            spec,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_s,
+            grace_period=grace_s,
+            heartbeat_stale_trial_callback=close_and_retry,
+        )
     except Exception as exc:
-        raise cli.UserError(f"cannot open Optuna storage {redact(spec)}: {reason(exc)}") from None
+        hint = "a writable file" if is_journal(spec) else "a running server and the URL"
+        raise cli.UserError(
+            f"cannot open Optuna storage {redact(spec)}: {reason(exc)}; check {hint}"
+        ) from None
+
+
+def rdb_storage(url: str, attempts: int = 5, **kwargs):
+    """RDBStorage, retried while another worker creates the schema of a fresh database:
+    concurrent CREATE TABLEs collide (PostgreSQL: duplicate key in pg_type; SQLite: table
+    already exists). Connection errors are not retried: they fail at once."""
+    import random
+    import warnings
+
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except sqlalchemy.exc.DatabaseError as exc:
+            collision = isinstance(
+                exc, sqlalchemy.exc.IntegrityError | sqlalchemy.exc.ProgrammingError
+            )
+            if attempt == attempts - 1 or not (collision or "already exists" in str(exc)):
+                raise
+            time.sleep(0.5 + random.random())  # jitter: the workers must not collide again
 
 
 def reason(exc: BaseException) -> str:
@@ -278,8 +307,13 @@ def close_and_retry(study, trial) -> None:
     same parameters again. Optuna calls this from the next worker's `ask`."""
     import optuna
 
-    close_run(trial.user_attrs.get("mlflow_run_id"), "FAILED", dead_worker_tags(trial))
+    from pipeline.steps.train import checkpoint_path
+
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    close_run(run_id, "FAILED", dead_worker_tags(trial))
     close_run(trial.user_attrs.get("mlflow_worker_run_id"), "KILLED", {})
+    if run_id:
+        checkpoint_path(run_id).unlink(missing_ok=True)  # when the dead worker shared mlruns/
     # the retry is a new trial with a run of its own: it must not inherit the dead run's id
     trial.user_attrs = {"retry_of_trial": trial.number}
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
@@ -289,7 +323,7 @@ def dead_worker_tags(trial) -> dict:
     return {
         "trial.state": "FAIL",
         "error": f"worker sent no heartbeat for the grace period (killed?); trial {trial.number}"
-        " queued again",
+        f" is queued again unless it was retried {MAX_RETRY} times already",
     }
 
 
@@ -512,17 +546,19 @@ def end_trial_run(run_id: str, state: str) -> None:
     checkpoint_path(run_id).unlink(missing_ok=True)  # pruned and failed trials leave one
 
 
-def objective_for(args, base: config.TrainConfig, parent: str, name: str, worker: str):
+def objective_for(args, base: config.TrainConfig, parent: str, run_tags: dict):
+    """`run_tags`: the study's tags for every child run (see `child_tags`)."""
     import optuna
 
     from pipeline.steps import train as train_step
 
     def objective(trial) -> float:
         cfg = trial_config(base, suggest(trial, args))
-        tags = {"pipeline.step": "trial", "trial.number": str(trial.number), "optuna.study": name}
-        run_id = child_run(parent, f"trial-{trial.number}", {**tags, "tune.worker_run_id": worker})
+        tags = {"pipeline.step": "trial", "trial.number": str(trial.number), **run_tags}
+        run_id = child_run(parent, f"trial-{trial.number}", tags)
         trial.set_user_attr("mlflow_run_id", run_id)
-        trial.set_user_attr("mlflow_worker_run_id", worker)  # closed if this worker dies
+        # closed by the next worker if this one dies (see close_and_retry)
+        trial.set_user_attr("mlflow_worker_run_id", run_tags["tune.worker_run_id"])
         state = "FAIL"
         try:
             _, summary = train_step.train(
@@ -543,10 +579,11 @@ def objective_for(args, base: config.TrainConfig, parent: str, name: str, worker
     return objective
 
 
-def search(study, args, parent: str, name: str, worker: str) -> None:
+def search(study, args, parent: str, run_tags: dict) -> None:
     """Run trials until the study holds n_trials finished ones (or timeout)."""
     import optuna
 
+    name = run_tags["optuna.study"]
     remaining = args.n_trials - finished_count(study)
     if remaining <= 0:
         print(f"study {name} already has {args.n_trials} finished trials: nothing to search")
@@ -555,7 +592,7 @@ def search(study, args, parent: str, name: str, worker: str) -> None:
     base = replace(base, patience=args.epochs)  # trials are stopped by the pruner, not patience
     states = tuple(optuna.trial.TrialState[s] for s in FINISHED_STATES)
     study.optimize(
-        objective_for(args, base, parent, name, worker),
+        objective_for(args, base, parent, run_tags),
         n_trials=remaining,  # this worker's bound; failed trials count here, not in the cap
         timeout=args.timeout or None,
         callbacks=[optuna.study.MaxTrialsCallback(args.n_trials, states=states)],
@@ -612,14 +649,14 @@ def already_retrained(study) -> str | None:
     return run_id if run.info.status == "FINISHED" and run.data.tags.get("evaluated") else None
 
 
-def retrain_best(study, args, parent: str) -> tuple[str, dict]:
+def retrain_best(study, args, parent: str, run_tags: dict) -> tuple[str, dict]:
     """The best trial's settings trained as a normal train run under the parent, evaluated."""
     from pipeline.steps.evaluate import evaluate_run
     from pipeline.steps.train import train
 
     best = study.best_trial
     cfg = trial_config(base_config(args, args.final_epochs), best.params)
-    tags = {"optuna.study": study.study_name, "tune.best_trial": str(best.number)}
+    tags = {**run_tags, "tune.best_trial": str(best.number)}
     run_id = child_run(parent, f"final-{args.model}", {"pipeline.step": "train", **tags})
     try:
         _, summary = train(cfg, run_id=run_id, tags=tags)
@@ -631,7 +668,7 @@ def retrain_best(study, args, parent: str) -> tuple[str, dict]:
     return run_id, {"final_val_accuracy": summary["best_val_accuracy"], **values}
 
 
-def finish(study, args, parent: str) -> dict:
+def finish(study, args, parent: str, run_tags: dict) -> dict:
     """Retrain and evaluate the best configuration (once per best trial); log the outcome
     and the study's plots and tables on the parent run."""
     import mlflow
@@ -646,7 +683,7 @@ def finish(study, args, parent: str) -> dict:
     if run_id:
         print(f"best trial {best.number} was retrained already: run {run_id}", file=sys.stderr)
     else:
-        run_id, values = retrain_best(study, args, parent)
+        run_id, values = retrain_best(study, args, parent, run_tags)
         keys = ("test_accuracy", "test_f1_macro", "test_precision_macro", "test_recall_macro")
         final["final_val_accuracy"] = values["final_val_accuracy"]
         final.update({f"final_{k}": values[k] for k in keys})
@@ -657,8 +694,9 @@ def finish(study, args, parent: str) -> dict:
     return {"final_run_id": run_id, **final, "best_params": best.params}
 
 
-def conclude(study, args, parent: str, name: str) -> None:
+def conclude(study, args, parent: str, run_tags: dict) -> None:
     """After this worker's search: the final retrain when the study is complete."""
+    name = run_tags["optuna.study"]
     states = {t.state.name for t in study.get_trials(deepcopy=False)}
     if "COMPLETE" not in states:
         if states & {"RUNNING", "WAITING"}:  # other workers may still complete one
@@ -668,9 +706,9 @@ def conclude(study, args, parent: str, name: str) -> None:
             f"study {name} has no completed trial (all failed or pruned); see the trial"
             " runs' error tags"
         )
-    finished = finished_count(study)
     if not args.final:
         return
+    finished = finished_count(study)
     if finished < args.n_trials and not args.timeout:
         print(
             f"study {name}: {finished} of {args.n_trials} trials finished (failures do not"
@@ -678,7 +716,7 @@ def conclude(study, args, parent: str, name: str) -> None:
             file=sys.stderr,
         )
         return
-    print(json.dumps(finish(study, args, parent), default=str))
+    print(json.dumps(finish(study, args, parent, run_tags), default=str))
 
 
 # --- the step --------------------------------------------------------------------------
@@ -692,6 +730,19 @@ def worker_tags(args, name: str, digest: str) -> dict:
         "optuna.sampler": args.sampler,
         "optuna.pruner": pruner,
         "dataset.digest": digest,
+    }
+
+
+def child_tags(name: str, digest: str, worker: str) -> dict:
+    """Tags every child run carries from its creation: the contract's (INTERFACE.md) even
+    when a trial fails before train() tags its run, the study and the worker that ran it."""
+    from pipeline import tracking
+
+    return {
+        "optuna.study": name,
+        "dataset.digest": digest,
+        "code.version": tracking.code_version(),  # once per worker: git takes ~0.1 s
+        "tune.worker_run_id": worker,
     }
 
 
@@ -732,11 +783,12 @@ def main(args: argparse.Namespace) -> int:
     ) as run:
         own = run.info.run_id
         parent = parent_run(study, own, created)
-        mlflow.set_tags({"tune.role": "parent" if parent == own else "worker"})
-        mlflow.set_tag("tune.parent_run_id", parent)
+        role = "parent" if parent == own else "worker"
+        mlflow.set_tags({"tune.role": role, "tune.parent_run_id": parent})
         tracking.log_json(search_space(args), "search_space.json")
-        search(study, args, parent, name, own)
-        conclude(study, args, parent, name)
+        run_tags = child_tags(name, digest, own)
+        search(study, args, parent, run_tags)
+        conclude(study, args, parent, run_tags)
     best = f"{study.best_value:.4f}" if has_complete(study) else "none"
     print(
         f"study {name}: {len(study.trials)} trials, best val_accuracy {best}, "
