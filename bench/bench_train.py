@@ -34,9 +34,12 @@ def images(n: int) -> data.Split:
 def measure(name: str, split: data.Split, batch_size: int, device: torch.device) -> dict:
     cfg = config.TrainConfig(model=name, batch_size=batch_size, epochs=1)
     model = models.build_model(name)
-    small = engine.DeviceSplit.from_split(data.Split(split.images[:256], split.labels[:256]), device)
-    trainer = engine.Trainer(model, engine.DeviceSplit.from_split(split, device), small, cfg,
-                             device, progress=False)
+    small = engine.DeviceSplit.from_split(
+        data.Split(split.images[:256], split.labels[:256]), device
+    )
+    trainer = engine.Trainer(
+        model, engine.DeviceSplit.from_split(split, device), small, cfg, device, progress=False
+    )
     warm = engine.Trainer(model, small, small, cfg, device, progress=False)
     warm.train_epoch()  # first batches pay for allocation and kernel selection
     if device.type == "cuda":
@@ -46,8 +49,12 @@ def measure(name: str, split: data.Split, batch_size: int, device: torch.device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     rate = len(split.labels) / (time.perf_counter() - started)
-    return {"model": name, "n_params": models.count_parameters(model), "images_per_s": rate,
-            "epoch_s": TRAIN_SIZE / rate}
+    return {
+        "model": name,
+        "n_params": models.count_parameters(model),
+        "images_per_s": rate,
+        "epoch_s": TRAIN_SIZE / rate,
+    }
 
 
 def main() -> None:
@@ -59,13 +66,18 @@ def main() -> None:
     args = parser.parse_args()
     device = engine.select_device(args.device)
     split = images(args.batches * args.batch_size)
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"batch {args.batch_size}, {len(split.labels)} timed images per model")
+    print(
+        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"batch {args.batch_size}, {len(split.labels)} timed images per model"
+    )
     print(f"{'model':<12} {'params':>11} {'images/s':>10} {'s/epoch (54k)':>14}")
     for name in args.models.split(","):
         row = measure(name, split, args.batch_size, device)
-        print(f"{row['model']:<12} {row['n_params']:>11,} {row['images_per_s']:>10,.0f} "
-              f"{row['epoch_s']:>14,.1f}", flush=True)
+        print(
+            f"{row['model']:<12} {row['n_params']:>11,} {row['images_per_s']:>10,.0f} "
+            f"{row['epoch_s']:>14,.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -315,8 +315,15 @@ def aggregate(recs: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame
 
 
 def _main_digest(runs: pd.DataFrame) -> str | None:
-    """The official data digest with the most full-training runs (ties: smallest digest)."""
-    main = runs[runs["official"] & (runs["subset"] == 0) & (runs["test_official"] != "false")]
+    """The official data digest with the most full-training runs (ties: smallest digest).
+
+    Without any full-training run (only subsets, as in the tiny profile), the official digest
+    with the most runs of any size: its subsets are the usual split, not "other split" ones.
+    """
+    official = runs[runs["official"] & (runs["test_official"] != "false")]
+    main = official[official["subset"] == 0]
+    if main.empty:
+        main = official
     if main.empty:
         return None
     counts = main["dataset_digest"].value_counts().sort_index()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import tempfile
@@ -36,6 +37,9 @@ def apply_defaults() -> None:
         os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", config.EXPERIMENT_NAME)
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    # A new SQLite store logs its schema creation at INFO, before any step's own output.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     if os.environ["MLFLOW_TRACKING_URI"].startswith("sqlite:///"):
         Path(os.environ["MLFLOW_TRACKING_URI"][len("sqlite:///") :]).parent.mkdir(
             parents=True, exist_ok=True
@@ -80,8 +84,13 @@ def check_reachable() -> None:
         ) from None
 
 
+# What "the code" is for reuse: the package and what decides how it runs. Docs and tests
+# can change without invalidating finished runs.
+CODE_PATHS = ("pipeline", "MLproject", "pyproject.toml", "conda.yaml", "profiles")
+
+
 def code_version() -> str:
-    """Commit plus a hash of uncommitted changes, so 'same code' means the same bytes."""
+    """Commit plus a hash of uncommitted changes to CODE_PATHS: same code, same bytes."""
 
     def git(*args: str) -> bytes:
         return subprocess.run(
@@ -90,21 +99,22 @@ def code_version() -> str:
 
     try:
         commit = git("rev-parse", "HEAD").decode().strip()
-        dirty = git("diff", "HEAD", "--", ".", ":(exclude)mlruns", ":(exclude)data")
-        untracked = git("ls-files", "--others", "--exclude-standard", "-z").split(b"\0")
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty, untracked = "nogit", b"", []
-        untracked = [
+        dirty = git("diff", "HEAD", "--", *CODE_PATHS)
+        untracked = git("ls-files", "--others", "--exclude-standard", "-z", "--", *CODE_PATHS)
+        names = [n for n in untracked.split(b"\0") if n]
+    except (OSError, subprocess.SubprocessError):  # not a git checkout: hash the package
+        commit, dirty = "nogit", b""
+        names = sorted(
             str(p.relative_to(config.ROOT)).encode()
-            for p in sorted((config.ROOT / "pipeline").rglob("*.py"))
-        ]
+            for p in (config.ROOT / "pipeline").rglob("*.py")
+        )
+    if not dirty and not names:
+        return commit
     digest = hashlib.sha256(dirty)
-    for name in filter(None, untracked):
+    for name in names:
         path = config.ROOT / name.decode()
         if path.is_file():
             digest.update(name + b"\0" + path.read_bytes())
-    if not dirty and not any(untracked):
-        return commit
     return f"{commit}+{digest.hexdigest()[:12]}"
 
 

@@ -52,13 +52,31 @@ def load_correct_for(client):
     return load
 
 
-def pick_champion(tables: dict):
-    """From the main section; where it is empty (tiny or subset runs only), from the first
-    non-empty section, which the champion's tags then name."""
+def champion_candidates(tables: dict) -> list[str]:
+    """Sections the champion may come from, best first: the main section; else, where it is
+    empty (tiny or subset runs only), sections of official data scored on the official test
+    set, the usual split before other splits, larger training subsets first. A model trained
+    or tested on unofficial data is never the champion."""
     from pipeline import leaderboard
 
+    ranked = []
     for name, table in tables.items():
-        best = leaderboard.champion(table)
+        if table.empty or name == leaderboard.MAIN_SECTION:
+            continue
+        first = table.iloc[0]
+        if not bool(first["official"]) or str(first["test_official"]) == "false":
+            continue
+        ranked.append(("other split" in name, -int(first["subset"]), name))
+    return [leaderboard.MAIN_SECTION, *(name for *_, name in sorted(ranked))]
+
+
+def pick_champion(tables: dict):
+    """(section, champion row) by validation accuracy from the first candidate section that
+    has one (see champion_candidates); (None, None) when none has."""
+    from pipeline import leaderboard
+
+    for name in champion_candidates(tables):
+        best = leaderboard.champion(tables.get(name))
         if best is not None:
             return name, best
     return None, None
@@ -167,6 +185,9 @@ def compare(metric: str) -> dict:
         for name, table in leaderboard.sections(recs, metric).items()
     }
     unranked = leaderboard.unranked(recs)
+    # the data behind the ranked rows (several digests when sections differ in data)
+    digests = sorted({d for t in tables.values() for d in t["dataset_digest"] if d})
+    mlflow.set_tag("dataset.digest", ",".join(digests)[:5000] or "none")
     section, best = pick_champion(tables)
     result = {"n_train_runs": len(recs), "n_ranked": int(sum(len(t) for t in tables.values()))}
     if best is not None:
@@ -195,6 +216,10 @@ def main(args: argparse.Namespace) -> int:
     from pipeline import tracking
 
     tracking.apply_defaults()
+    try:  # fail in seconds, naming the URI, before MLflow's own retries start
+        tracking.check_reachable()
+    except ConnectionError as exc:
+        raise cli.UserError(str(exc)) from None
     with tracking.step_run("compare", vars(args), run_name="compare") as run:
         result = compare(args.metric)
     print("\n".join(result["lines"]) or "no evaluated train runs yet: train and evaluate first")

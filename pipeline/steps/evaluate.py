@@ -1,9 +1,12 @@
-"""`evaluate`: judge a trained model on the official test split, once, and write it down.
+"""`evaluate`: judge trained models on the official test split, once, and write it down.
 
-The logged model is loaded exactly as a consumer would (`mlflow.pyfunc`), predicts the
+Each logged model is loaded exactly as a consumer would (`mlflow.pyfunc`), predicts the
 10,000 test images once, and every metric, table and figure is written into the train run
 itself, so one run holds a model's training and its test results. The evaluate run is thin:
-it records which run it evaluated.
+it records which runs it evaluated. Several train runs can be evaluated by one evaluate
+run (`run_id=ID,ID,...`): the pipeline does that to start Python and MLflow only once.
+Everything that can be wrong with the input (no such run, not a train run, no model, not
+the official test set) is checked before the evaluate run starts.
 """
 
 from __future__ import annotations
@@ -11,22 +14,29 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline import cli, config
 
-DESCRIPTION = "Evaluate a train run's logged model on the test split; results go into that run."
+DESCRIPTION = "Evaluate train runs' logged models on the test split; results go into those runs."
 TTA = ("none", "flip")
+PREDICT_BATCH = 1000  # images per predict call: bounds activation memory of big models
 
 
 def run_id_arg(text: str) -> str:
+    """`latest`, one MLflow run id, or several separated by commas (normalised, in order)."""
     value = str(text).strip()
     if value.lower() in ("latest", "", "none"):
         return "latest"
-    if not all(c in "0123456789abcdef" for c in value.lower()):
-        raise argparse.ArgumentTypeError(f"run_id must be an MLflow run id or latest, got {text!r}")
-    return value
+    ids = [part.strip().lower() for part in value.split(",") if part.strip()]
+    bad = [i for i in ids if not all(c in "0123456789abcdef" for c in i)]
+    if bad or not ids:
+        raise argparse.ArgumentTypeError(
+            f"run_id must be latest or MLflow run ids (hex, comma-separated), got {text!r}"
+        )
+    return ",".join(dict.fromkeys(ids))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -36,13 +46,15 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--run-id",
         default="latest",
         type=run_id_arg,
-        help="the train run to evaluate; latest = newest finished, not yet evaluated",
+        help="the train run(s) to evaluate: an id, ids separated by commas, or latest"
+        " (the newest finished train run not evaluated yet)",
     )
     parser.add_argument(
         "--tta",
         default="none",
         type=cli.choice(TTA, "tta"),
-        help="test-time augmentation logged under test_tta_<name>_ keys: none, flip",
+        help="test-time augmentation, logged under extra test_tta_<name>_ keys (test_accuracy"
+        " stays the plain prediction's): none, flip (average with the mirrored images)",
     )
     parser.add_argument(
         "--allow_unofficial",
@@ -75,12 +87,20 @@ def train_run(client, run_id: str):
     try:
         run = client.get_run(run_id)
     except Exception:
-        raise cli.UserError(f"run {run_id} does not exist in {client.tracking_uri}") from None
+        raise cli.UserError(
+            f"run {run_id} does not exist in {client.tracking_uri}; pass the id of a train run"
+        ) from None
     step = run.data.tags.get("pipeline.step")
     if step != "train":
-        raise cli.UserError(f"run {run_id} is a {step or 'non-pipeline'} run, not a train run")
+        raise cli.UserError(
+            f"run {run_id} is a {step or 'non-pipeline'} run, not a train run; pass the id of"
+            " a train run (tag pipeline.step=train)"
+        )
     if run.info.status != "FINISHED" or "model.uri" not in run.data.tags:
-        raise cli.UserError(f"train run {run_id} is {run.info.status} and has no logged model")
+        raise cli.UserError(
+            f"train run {run_id} is {run.info.status} and has no logged model; train it again"
+            f" or resume it (`python -m pipeline train --resume {run_id}`)"
+        )
     return run
 
 
@@ -94,7 +114,7 @@ def idx_sha256(array: np.ndarray) -> str:
 
 
 def official_test_split(directory, allow_unofficial: bool):
-    """The test split of a prepared cache, refused unless it is the official one."""
+    """(test split, official?) of a prepared cache; refused unless it is the official one."""
     from pipeline import data, metrics
 
     test = data.load_test_split(directory)
@@ -113,37 +133,63 @@ def official_test_split(directory, allow_unofficial: bool):
     return test, digests == official
 
 
-def cache_of(run) -> object:
+def cache_of(run):
+    """The prepared cache the run was trained on (prepared again for official data)."""
     from pipeline import data
     from pipeline.steps.train import prepared_cache
 
     digest = run.data.tags.get("dataset.digest", "")
-    found = data.find_cache(digest)
+    found = data.find_cache(digest) if digest else None
     if found is None:  # official data can be prepared again with the run's split settings
         cfg = config.TrainConfig(
             val_fraction=float(run.data.params.get("val_fraction", 0.1)),
             split_seed=int(float(run.data.params.get("split_seed", 42))),
         )
         found = prepared_cache(cfg)
-        if data.read_manifest(found)["digest"] != digest:
+        if digest and data.read_manifest(found)["digest"] != digest:
             raise cli.UserError(
-                f"the data of run {run.info.run_id} ({digest[:16]}) is not prepared"
+                f"the data of run {run.info.run_id} (dataset.digest {digest[:16]}) is not"
+                f" prepared in {config.data_dir()}; run prepare on the same files first"
             )
     return found
+
+
+@dataclass
+class Job:
+    """One train run to evaluate, with its data: everything checked, nothing computed."""
+
+    run: object  # mlflow.entities.Run
+    directory: object  # the prepared cache (Path)
+    test: object  # data.Split of the test images
+    official: bool  # the test split is the official one
+
+    @property
+    def run_id(self) -> str:
+        return self.run.info.run_id
+
+
+def checked_job(client, run_id: str, allow_unofficial: bool) -> Job:
+    run = train_run(client, run_id)
+    directory = cache_of(run)
+    test, official = official_test_split(directory, allow_unofficial)
+    return Job(run, directory, test, official)
 
 
 # --- predictions and what is logged ----------------------------------------------------
 
 
-def predict(model_uri: str, images: np.ndarray, flip: bool = False) -> np.ndarray:
-    import mlflow
-
-    model = mlflow.pyfunc.load_model(model_uri)
-    x = images.astype(np.float32)
-    proba = np.asarray(model.predict(x), dtype=np.float64)
-    if flip:  # average with the mirrored images' probabilities
-        proba = (proba + np.asarray(model.predict(np.ascontiguousarray(x[..., ::-1])))) / 2
-    return proba
+def predict(model, images: np.ndarray, flip: bool = False) -> np.ndarray:
+    """(N, 10) float64 probabilities of a pyfunc model, in batches; `flip` averages in the
+    mirrored images' probabilities."""
+    parts = []
+    for start in range(0, len(images), PREDICT_BATCH):
+        x = images[start : start + PREDICT_BATCH].astype(np.float32)  # (B, 1, 28, 28) raw
+        proba = np.asarray(model.predict(x), dtype=np.float64)
+        if flip:
+            mirrored = np.ascontiguousarray(x[..., ::-1])
+            proba = (proba + np.asarray(model.predict(mirrored), dtype=np.float64)) / 2
+        parts.append(proba)
+    return np.concatenate(parts) if parts else np.zeros((0, config.NUM_CLASSES))
 
 
 def fresh_metrics(client, run_id: str, values: dict[str, float]) -> dict[str, float]:
@@ -163,7 +209,7 @@ def log_metrics_to(client, run_id: str, values: dict[str, float]) -> None:
 
     now = int(time.time() * 1000)
     batch = [Metric(k, float(v), now, 0) for k, v in fresh_metrics(client, run_id, values).items()]
-    for start in range(0, len(batch), 500):
+    for start in range(0, len(batch), 500):  # MLflow's batch limit is 1000 metrics
         client.log_batch(run_id, metrics=batch[start : start + 500])
 
 
@@ -184,7 +230,7 @@ def log_artifacts_to(
     tracking.log_figure(plots.roc_pr_figure(labels, proba), "roc_pr_curves.png", run_id)
     tracking.log_figure(plots.reliability_figure(labels, proba), "reliability_diagram.png", run_id)
     wrong = np.flatnonzero(predicted != labels)
-    wrong = wrong[np.argsort(-proba[wrong].max(1))][:32]  # the most confident mistakes first
+    wrong = wrong[np.argsort(-proba[wrong].max(1), kind="stable")][:32]  # most confident first
     tracking.log_figure(_grid(images, labels, proba, wrong), "misclassified.png", run_id)
     tracking.log_figure(
         _grid(images, labels, proba, np.arange(min(32, len(labels)))),
@@ -203,57 +249,77 @@ def _grid(images, labels, proba, picks):
     return plots.image_grid_figure(images[picks, 0], titles, ncols=8)
 
 
-def evaluate_run(
-    run_id: str, tta: str = "none", allow_unofficial: bool = False
-) -> dict[str, float]:
-    """Evaluate a train run and write the results into it; returns the test metrics."""
+def evaluate_job(client, job: Job, tta: str = "none") -> dict[str, float]:
+    """Predict a checked job's test and validation splits; log everything into its run."""
     import mlflow
 
     from pipeline import data, metrics
 
-    client = mlflow.MlflowClient()
-    run = train_run(client, run_id)
-    directory = cache_of(run)
-    test, official = official_test_split(directory, allow_unofficial)
-    uri = run.data.tags["model.uri"]
-    proba = predict(uri, test.images)
+    model = mlflow.pyfunc.load_model(job.run.data.tags["model.uri"])  # once, for every split
+    test = job.test
+    proba = predict(model, test.images)
     values = metrics.classification_metrics(test.labels, proba, "test")
-    val = data.load_split(directory, "val")
-    val_values = metrics.classification_metrics(val.labels, predict(uri, val.images), "val")
+    val = data.load_split(job.directory, "val")
+    val_values = metrics.classification_metrics(val.labels, predict(model, val.images), "val")
     # the per-epoch val_accuracy / val_loss series belong to training: never overwrite them
     values.update({k: v for k, v in val_values.items() if k not in ("val_accuracy", "val_loss")})
     if tta == "flip":
         flipped = metrics.classification_metrics(
-            test.labels, predict(uri, test.images, flip=True), "test"
+            test.labels, predict(model, test.images, flip=True), "test"
         )
         values.update({k.replace("test_", "test_tta_flip_", 1): v for k, v in flipped.items()})
-    log_metrics_to(client, run_id, values)
-    log_artifacts_to(run_id, test.labels, proba, test.images)
-    client.set_tag(run_id, "evaluated", "true")
-    client.set_tag(run_id, "test.official", str(official).lower())
+    log_metrics_to(client, job.run_id, values)
+    log_artifacts_to(job.run_id, test.labels, proba, test.images)
+    client.set_tag(job.run_id, "evaluated", "true")
+    client.set_tag(job.run_id, "test.official", str(job.official).lower())
     return values
+
+
+def evaluate_run(
+    run_id: str, tta: str = "none", allow_unofficial: bool = False
+) -> dict[str, float]:
+    """Evaluate a train run and write the results into it; returns the logged metrics."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    return evaluate_job(client, checked_job(client, run_id, allow_unofficial), tta)
+
+
+def resolve_ids(client, run_id: str) -> list[str]:
+    from pipeline import tracking
+
+    if run_id == "latest":
+        return [latest_unevaluated(client, tracking.ensure_experiment())]
+    return run_id.split(",")
 
 
 def main(args: argparse.Namespace) -> int:
     from pipeline import tracking
 
     tracking.apply_defaults()
+    try:
+        tracking.check_reachable()
+    except ConnectionError as exc:
+        raise cli.UserError(str(exc)) from None
     import mlflow
 
-    tracking.check_reachable()
     client = mlflow.MlflowClient()
-    run_id = args.run_id
-    if run_id == "latest":
-        run_id = latest_unevaluated(client, tracking.ensure_experiment())
-    run = train_run(client, run_id)  # checked before the evaluate run is started
-    tags = {"evaluated_run_id": run_id, "dataset.digest": run.data.tags.get("dataset.digest", "")}
-    with tracking.step_run(
-        "evaluate", vars(args), run_name=f"evaluate-{run.data.tags.get('model')}", tags=tags
-    ) as own:
-        values = evaluate_run(run_id, args.tta, args.allow_unofficial)
-        client.set_tag(run_id, "evaluated_by", own.info.run_id)
-    print(
-        f"evaluated {run_id}: test_accuracy {values['test_accuracy']:.4f}, "
-        f"test_f1_macro {values['test_f1_macro']:.4f}"
-    )
+    # every run and its data are checked before the evaluate run starts
+    jobs = [checked_job(client, i, args.allow_unofficial) for i in resolve_ids(client, args.run_id)]
+    digests = {job.run.data.tags.get("dataset.digest", "") for job in jobs}
+    models = sorted({job.run.data.tags.get("model", "?") for job in jobs})
+    tags = {
+        "evaluated_run_id": ",".join(job.run_id for job in jobs),
+        "dataset.digest": ",".join(sorted(digests)),
+    }
+    name = f"evaluate-{models[0]}" if len(jobs) == 1 else f"evaluate-{len(jobs)}-runs"
+    with tracking.step_run("evaluate", vars(args), run_name=name, tags=tags) as own:
+        for job in jobs:
+            values = evaluate_job(client, job, args.tta)
+            client.set_tag(job.run_id, "evaluated_by", own.info.run_id)
+            print(
+                f"evaluated {job.run_id}: test_accuracy {values['test_accuracy']:.4f}, "
+                f"test_f1_macro {values['test_f1_macro']:.4f}",
+                flush=True,
+            )
     return 0

@@ -124,7 +124,9 @@ class Steps:
         )
         self.reused = self.ran = 0
 
-    def find_finished(self, entry: str, params: dict) -> str | None:
+    def find_finished(self, entry: str, params: dict, usable=None) -> str | None:
+        """The newest FINISHED run of this entry point, code version and parameters (for
+        which `usable(run)` holds, when given); None when there is none."""
         runs = self.client.search_runs(
             [self.experiment_id],
             f"tags.`mlflow.project.entryPoint` = '{entry}' and attributes.status = 'FINISHED'"
@@ -133,15 +135,17 @@ class Steps:
             max_results=500,
         )
         for run in runs:
-            if all(run.data.params.get(k) == v for k, v in params.items()):
+            if all(run.data.params.get(k) == v for k, v in params.items()) and (
+                usable is None or usable(run)
+            ):
                 return run.info.run_id
         return None
 
-    def run(self, entry: str, params: dict, reuse: bool = True) -> str:
+    def run(self, entry: str, params: dict, reuse: bool = True, usable=None) -> str:
         import mlflow
 
         params = {k: as_text(v) for k, v in params.items()}
-        found = self.find_finished(entry, params) if reuse else None
+        found = self.find_finished(entry, params, usable) if reuse else None
         shown = " ".join(f"{k}={v}" for k, v in params.items())
         if found:
             self.reused += 1
@@ -174,11 +178,34 @@ def train_jobs(profile: dict, digest: str):
             yield {**without(entry, "seeds"), "seed": seed, "dataset": digest}
 
 
+def evaluate_all(steps: Steps, train_ids: list[str]) -> None:
+    """One evaluate run for every train run not evaluated yet (Python and MLflow start once)."""
+    todo = []
+    for run_id in dict.fromkeys(train_ids):
+        if steps.client.get_run(run_id).data.tags.get("evaluated") == "true":
+            print(f"[main] evaluate run_id={run_id}: already evaluated", flush=True)
+        else:
+            todo.append(run_id)
+    if todo:
+        steps.run("evaluate", {"run_id": ",".join(todo)}, reuse=False)
+
+
+def cache_exists(run) -> bool:
+    """A prepare run is only reused while its cache is still on this machine (data/ may have
+    been cleaned, or the run came from another machine through a shared tracking server)."""
+    from pipeline import data
+
+    return data.find_cache(run.data.tags.get("dataset.digest") or "-") is not None
+
+
 def run_pipeline(profile: dict, steps: Steps) -> list[str]:
-    """prepare -> train -> tune -> evaluate -> compare; returns compare's summary lines."""
+    """prepare -> train -> tune -> evaluate -> compare; returns [the compare run's id]."""
     prepare_params = profile.get("prepare", {})
-    prepared = steps.run("prepare", prepare_params)
+    prepared = steps.run("prepare", prepare_params, usable=cache_exists)
     digest = steps.client.get_run(prepared).data.tags["dataset.digest"]
+    import mlflow
+
+    mlflow.set_tag("dataset.digest", digest)  # the main run's data: the prepared cache's
     split = {
         "val_fraction": prepare_params.get("val_fraction", 0.1),
         "split_seed": prepare_params.get("seed", 42),
@@ -188,11 +215,7 @@ def run_pipeline(profile: dict, steps: Steps) -> list[str]:
         tuned = steps.run("tune", {**entry, "dataset": digest})
         final = steps.client.get_run(tuned).data.tags.get("tune.final_run_id")
         train_ids += [final] if final else []
-    for run_id in train_ids:
-        if steps.client.get_run(run_id).data.tags.get("evaluated") != "true":
-            steps.run("evaluate", {"run_id": run_id})
-        else:
-            print(f"[main] evaluate run_id={run_id}: already evaluated", flush=True)
+    evaluate_all(steps, train_ids)
     compare_run = steps.run("compare", profile.get("compare", {}), reuse=False)
     return [compare_run]
 
@@ -216,6 +239,10 @@ def main(args: argparse.Namespace) -> int:
     from pipeline import tracking
 
     tracking.apply_defaults()
+    try:  # fail in seconds, naming the URI, before MLflow's own retries start
+        tracking.check_reachable()
+    except ConnectionError as exc:
+        raise cli.UserError(str(exc)) from None
     # Child steps run `python -m pipeline ...`: make `python` this interpreter, venv or not.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     started = time.time()
