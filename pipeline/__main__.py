@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = module.get_args_parser().parse_args(rest)
     try:
         return module.main(args) or 0
-    except (UserError, ConnectionError) as exc:  # ConnectionError: tracking server down
+    except UserError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

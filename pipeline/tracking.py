@@ -20,6 +20,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 from pipeline import config
+from pipeline.cli import UserError
 
 # Bounded HTTP retries: MLflow's default retries for minutes against an unreachable server.
 HTTP_DEFAULTS = {
@@ -78,7 +79,7 @@ def check_reachable() -> None:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ConnectionError(
+        raise UserError(
             f"tracking server {uri} is unreachable ({reason}); start it with `make server`"
             " or unset MLFLOW_TRACKING_URI to use the embedded store"
         ) from None

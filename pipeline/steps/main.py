@@ -91,13 +91,10 @@ def check_params(path: Path, parser: argparse.ArgumentParser, params: dict) -> N
         raise SystemExit(2) from None
 
 
-def as_option(value) -> str:
-    if isinstance(value, list):
-        return "[" + ",".join(as_option(v) for v in value) + "]"
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def as_text(value) -> str:
+    """A profile value as the step's command line spells it."""
+    from pipeline.steps.train import as_option
+
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list):
@@ -239,10 +236,7 @@ def main(args: argparse.Namespace) -> int:
     from pipeline import tracking
 
     tracking.apply_defaults()
-    try:  # fail in seconds, naming the URI, before MLflow's own retries start
-        tracking.check_reachable()
-    except ConnectionError as exc:
-        raise cli.UserError(str(exc)) from None
+    tracking.check_reachable()  # fails in seconds, naming the URI
     # Child steps run `python -m pipeline ...`: make `python` this interpreter, venv or not.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     started = time.time()

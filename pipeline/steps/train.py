@@ -299,7 +299,7 @@ def command_line(cfg: config.TrainConfig) -> str:
 
     defaults, parts = to_jsonable(config.TrainConfig()), ["python -m pipeline train"]
     for key, value in to_jsonable(cfg).items():
-        if key == "resume" or value == defaults[key]:
+        if key == "resume" or (value == defaults[key] and key != "model"):
             continue
         if key == "model_options":
             key, value = (

@@ -752,10 +752,7 @@ def prepare_study(args):
     from pipeline.steps.train import check_runtime, prepared_cache
 
     tracking.apply_defaults()
-    try:
-        tracking.check_reachable()
-    except ConnectionError as exc:
-        raise cli.UserError(str(exc)) from None
+    tracking.check_reachable()  # fails in seconds, naming the URI
     storage = open_storage(args.storage, args.heartbeat_s, args.grace_s)
     base = base_config(args, args.epochs)
     check_runtime(base)  # a bad device fails once here, not once per trial
