@@ -184,6 +184,17 @@ def test_non_finite_loss_stops_with_a_clear_message():
         t.fit()
 
 
+@pytest.mark.parametrize("name", config.SKLEARN_MODEL_NAMES)
+def test_every_baseline_reports_its_size(name):
+    from pipeline import models
+    from pipeline.steps.fitting import sklearn_size
+
+    split = tiny_splits(200, 0)
+    estimator = models.build_baseline(name, seed=0)
+    estimator.fit(split.images.astype(np.float32), split.labels)
+    assert sklearn_size(estimator) > 0
+
+
 # --- the step in-process: prepare-on-demand and the test split --------------------------
 
 

@@ -161,6 +161,8 @@ def log_torch_model(model, val: Split) -> None:
 def sklearn_size(estimator) -> int:
     """Learned numbers in a fitted baseline, the closest thing to a parameter count."""
     final = estimator[-1] if hasattr(estimator, "steps") else estimator
+    if hasattr(final, "calibrated_classifiers_"):  # svc: sigmoid calibration around one SVC
+        final = final.calibrated_classifiers_[0].estimator
     if hasattr(final, "coefs_"):
         return int(sum(a.size for a in final.coefs_ + final.intercepts_))
     if hasattr(final, "estimators_"):
