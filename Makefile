@@ -17,7 +17,7 @@ export MLFLOW_HTTP_REQUEST_MAX_RETRIES ?= 2
 export MLFLOW_HTTP_REQUEST_TIMEOUT ?= 20
 export MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR ?= 1
 
-.PHONY: setup run test lint format bench ui server dashboard clean-venv
+.PHONY: setup run test lint format bench ui server dashboard mlproject clean-venv
 
 setup: $(BIN)/.installed
 
@@ -51,16 +51,23 @@ ui: setup
 	@echo "MLflow UI: http://127.0.0.1:$(PORT)/#/experiments  (open 'fashion-mnist', then the Runs tab)"
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port $(PORT) --host 127.0.0.1
 
+# A hardened server (tools/server.py): 127.0.0.1 only, Host headers checked; AUTH=1 adds
+# MLflow's basic auth (needs MLFLOW_AUTH_ADMIN_PASSWORD in the environment).
 server: setup
-	@mkdir -p mlruns/server-artifacts
-	@echo "then: MLFLOW_TRACKING_URI=http://127.0.0.1:$(PORT) make run"
-	$(BIN)/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlruns/server.db \
-	  --artifacts-destination $(CURDIR)/mlruns/server-artifacts --serve-artifacts \
-	  --host 127.0.0.1 --port $(PORT) --workers 1
+	$(BIN)/python tools/server.py --port $(PORT) $(if $(AUTH),--auth,)
 
-dashboard: setup
-	@echo "optuna-dashboard: http://127.0.0.1:$(DASHBOARD_PORT)"
+# optuna-dashboard is an extra: `make run` never needs it.
+$(BIN)/.dashboard: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[dev,dashboard]"
+	touch $@
+
+dashboard: $(BIN)/.dashboard
+	@echo "optuna-dashboard: http://127.0.0.1:$(DASHBOARD_PORT) (a study: /dashboard/studies/<id>, as tune prints)"
 	$(BIN)/optuna-dashboard sqlite:///$(CURDIR)/mlruns/optuna.db --host 127.0.0.1 --port $(DASHBOARD_PORT)
+
+# MLproject is generated from the settings in pipeline/config.py (tests fail when it differs).
+mlproject: setup
+	$(BIN)/python -m pipeline.mlproject > MLproject.tmp && mv MLproject.tmp MLproject
 
 clean-venv:
 	rm -rf $(VENV)

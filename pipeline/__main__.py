@@ -1,15 +1,18 @@
-"""`python -m pipeline <step> [--name value ...]`: dispatch to pipeline/steps/<step>.py."""
+"""`python -m pipeline <step> [--name value ...]`: parse the step's settings, run the step."""
 
 from __future__ import annotations
 
+import errno
 import importlib
 import signal
 import sys
 
-from pipeline.cli import UserError, fail
-from pipeline.steps import STEPS
+from pipeline import cli, config
+from pipeline.errors import UserError
 
-USAGE = f"usage: python -m pipeline {{{','.join(STEPS)}}} [-h] [--name value ...]"
+# Write failures a user can fix by freeing space or choosing another folder.
+STORAGE_ERRORS = (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EDQUOT)
+USAGE = f"usage: python -m pipeline {{{','.join(config.STEPS)}}} [-h] [--name value ...]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,19 +21,29 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     step, rest = argv[0], argv[1:]
-    if step not in STEPS:
-        fail(f"unknown step {step!r}; choose one of {', '.join(STEPS)}")
+    if step not in config.STEPS:
+        cli.fail(f"unknown step {step!r}; choose one of {', '.join(config.STEPS)}")
+    module = importlib.import_module(f"pipeline.steps.{step}")
+    settings = cli.parse(step, rest, " ".join(module.__doc__.split()))
     # SIGTERM (a scheduler, `kill`) behaves like Ctrl-C: the run ends KILLED, exit 130.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    module = importlib.import_module(f"pipeline.steps.{step}")
-    args = module.get_args_parser().parse_args(rest)
+    # A file-size limit (`ulimit -f`) then fails a write with EFBIG instead of killing us.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
-        return module.main(args) or 0
+        return module.main(settings) or 0
     except UserError as exc:
-        fail(str(exc))
+        cli.fail(str(exc))
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRORS:
+            raise
+        where = exc.filename or "a file"
+        cli.fail(
+            f"cannot write {where}: {exc.strerror}; nothing half-written was kept. Free space,"
+            " or point FMB_DATA_DIR / FMB_MLRUNS_DIR at a writable disk"
+        )
     return 0
 
 

@@ -1,14 +1,21 @@
-"""Names, paths and frozen settings shared by every step; standard library only.
+"""Names, paths and the settings of every step, each declared once; standard library only.
 
-Everything a user can type (step parameters) is parsed into one of the frozen dataclasses
-below before torch, MLflow or Optuna is imported, so bad input fails in milliseconds.
+Each step's settings are one frozen dataclass. Every field carries its type, default, unit,
+help and validator (a kind from `pipeline.values`), so the command-line parser (`cli`), the
+MLproject file (`mlproject`), `config.json` (`asdict`) and the logged parameters (`params`)
+are all derived from here. Values are checked when a settings object is built, from the
+command line, a profile or an Optuna trial alike, before torch, MLflow or Optuna is imported.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
+from typing import Any
+
+from pipeline import values as v
+from pipeline.errors import UserError
 
 # The repo root: MLproject, mlruns/ and data/ live here. Overridable so tests never write
 # into the checkout's own stores.
@@ -72,6 +79,10 @@ OFFICIAL_FILES = {
 }
 DEBIAN_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 
+# Images per forward pass when no gradients are kept (validation, evaluate, benchmarks):
+# bounds the activation memory of the largest models.
+PREDICT_BATCH = 1024
+
 EXPERIMENT_NAME = "fashion-mnist"
 REGISTERED_MODEL = "fashion-mnist-classifier"
 CHAMPION_ALIAS = "champion"
@@ -87,6 +98,11 @@ def mlruns_dir() -> Path:
     return Path(os.environ.get("FMB_MLRUNS_DIR", ROOT / "mlruns"))
 
 
+def checkpoint_path(run_id: str) -> Path:
+    """Where an unfinished training run keeps its last complete epoch (removed at the end)."""
+    return mlruns_dir() / "checkpoints" / f"{run_id}.pt"
+
+
 def default_tracking_uri() -> str:
     return f"sqlite:///{mlruns_dir() / 'mlflow.db'}"
 
@@ -95,42 +111,8 @@ def default_optuna_storage() -> str:
     return f"sqlite:///{mlruns_dir() / 'optuna.db'}"
 
 
-@dataclass(frozen=True)
-class PrepareConfig:
-    source: str = "auto"  # a directory, "auto" (contract order) or "download"
-    val_fraction: float = 0.1  # share of the 60k training images held out for validation
-    seed: int = 42  # the split seed: same seed, same split, same cache entry
-    allow_unofficial: bool = False  # accept files whose decoded SHA-256 differs
+# --- names a setting may take (stdlib lists; tests check them against the registries) -----
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    model: str = "cnn2"
-    epochs: int = 10  # full passes over the training split
-    batch_size: int = 128  # images per optimizer step
-    optimizer: str = "adam"
-    lr: float = 1e-3  # peak learning rate
-    weight_decay: float = 0.0  # L2 (adam, sgd, rmsprop) or decoupled (adamw)
-    loss: str = "ce"
-    flip: bool = False  # random horizontal flip, p=0.5
-    augment: tuple[str, ...] = ()  # any of rotate, shift, zoom, shear
-    schedule: str = "none"
-    label_smoothing: float = 0.0  # ce only; 0 = hard targets
-    dropout: float | None = None  # None = the model's own default
-    patience: int = 5  # epochs without val_accuracy gain before stopping
-    subset: int = 0  # 0 = the whole training split, else a stratified sample of this size
-    seed: int = 42  # model init, batch order and augmentation
-    deterministic: bool = False
-    device: str = "auto"
-    resume: str | None = None  # run id to continue, or "true" with MLFLOW_RUN_ID
-    dataset: str = "auto"  # dataset.digest of the prepared cache; auto = official, split below
-    val_fraction: float = 0.1  # which prepared split to train on (see PrepareConfig)
-    split_seed: int = 42
-    model_options: dict = field(default_factory=dict)  # family variants, e.g. {"blocks": 4}
-
-
-# Registry names (INTERFACE.md). Listed here, stdlib only, so parameters are validated
-# before torch is imported; tests check they equal the registry in pipeline/models.
 TORCH_MODEL_NAMES = (
     "mlp",
     "cnn1",
@@ -142,11 +124,458 @@ TORCH_MODEL_NAMES = (
     "resnet18",
     "vgg",
     "lstm",
+    "fastnet",
 )
 SKLEARN_MODEL_NAMES = ("logreg", "random_forest", "sk_mlp", "svc")
 MODEL_NAMES = TORCH_MODEL_NAMES + SKLEARN_MODEL_NAMES
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LOSSES = ("ce", "nll", "mse")
 AUGMENTATIONS = ("rotate", "shift", "zoom", "shear")
-SCHEDULES = ("none", "cosine", "onecycle")
+SCHEDULES = ("none", "cosine", "onecycle", "linear")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+COMPILE_MODES = ("auto", "true", "false")
+PRUNERS = ("median", "hyperband", "none", "odd_trials")  # odd_trials: for tests, see study
+SAMPLERS = ("tpe", "random")
+SPACES = ("base", "wide")  # declared in pipeline/study/space.py
+TTA_MODES = ("none", "flip")
+ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
+SORTABLE_METRICS = (
+    "test_accuracy",
+    "test_f1_macro",
+    "test_precision_macro",
+    "test_recall_macro",
+    "test_log_loss",
+    "val_accuracy",
+    "n_params",
+    "train_time_s",
+)
+PROFILES_DIR = ROOT / "profiles"
+
+
+# --- how a setting is declared ------------------------------------------------------------
+
+
+def setting(default: Any, kind: v.Kind, help: str, unit: str = "", identity: bool = True):
+    """A dataclass field that is one setting: its default, kind (type and validator), help
+    and unit. `identity=False` marks settings that change how or where a run executes, or
+    which seed it draws, but not which configuration it is (see pipeline/identity.py)."""
+    meta = {"kind": kind, "help": help, "unit": unit, "identity": identity}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def part(default: Settings, hidden: tuple[str, ...] = ()):
+    """A group of settings nested in another; its fields appear flat on the command line
+    and in MLproject, except the `hidden` ones (left at their defaults)."""
+    return field(default_factory=lambda: default, metadata={"part": True, "hidden": hidden})
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One flat setting of a settings class: its name and where it sits in the nesting."""
+
+    name: str
+    path: tuple[str, ...]
+    kind: v.Kind
+    help: str
+    unit: str
+    identity: bool
+
+
+class Settings:
+    """What every settings class does: check and normalise its values when built, spell them
+    in one canonical way, and build itself from flat name -> value mappings."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            if "kind" in f.metadata:
+                try:
+                    value = f.metadata["kind"].parse(getattr(self, f.name), f.name)
+                except ValueError as exc:
+                    raise UserError(str(exc)) from None
+                object.__setattr__(self, f.name, value)
+        self.check()
+
+    def check(self) -> None:
+        """Rules between fields; raise UserError naming the fix."""
+
+    @classmethod
+    def leaves(cls) -> list[Leaf]:
+        """The flat settings, in declaration order (the command line's and MLproject's)."""
+        out = []
+        for f in fields(cls):  # type: ignore[arg-type]
+            if "part" in f.metadata:
+                default = f.default_factory()  # type: ignore[misc]
+                out += [
+                    Leaf(leaf.name, (f.name, *leaf.path), *_details(leaf))
+                    for leaf in type(default).leaves()
+                    if leaf.name not in f.metadata["hidden"]
+                ]
+            else:
+                meta = f.metadata
+                out.append(
+                    Leaf(
+                        f.name,
+                        (f.name,),
+                        meta["kind"],
+                        meta["help"],
+                        meta["unit"],
+                        meta["identity"],
+                    )
+                )
+        return out
+
+    def value(self, leaf: Leaf) -> Any:
+        node: Any = self
+        for name in leaf.path:
+            node = getattr(node, name)
+        return node
+
+    def params(self) -> dict[str, str]:
+        """Every flat setting spelled canonically: what is logged and passed to child runs."""
+        return {leaf.name: leaf.kind.spell(self.value(leaf)) for leaf in self.leaves()}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], base: Settings | None = None):
+        """Settings from flat name -> value (text or typed), the rest from `base` (defaults).
+        An unknown name is a UserError."""
+        names = {leaf.name for leaf in cls.leaves()}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            step = next((k for k, c in STEP_SETTINGS.items() if c is cls), cls.__name__)
+            raise UserError(
+                f"unknown setting {unknown[0]!r} for {step}; see `python -m pipeline {step} -h`"
+            )
+        base = cls() if base is None else base
+        kwargs = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            current = getattr(base, f.name)
+            if "part" in f.metadata:
+                own = {leaf.name for leaf in type(current).leaves()} - set(f.metadata["hidden"])
+                sub = {k: x for k, x in params.items() if k in own}
+                kwargs[f.name] = type(current).from_params(sub, base=current)
+            else:
+                kwargs[f.name] = params.get(f.name, current)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_dict(cls, nested: dict):
+        """Settings from `to_dict()`'s nested form (a run's config.json)."""
+        flat = {}
+        for leaf in cls.leaves():
+            node: Any = nested
+            for name in leaf.path:
+                node = node.get(name, {}) if isinstance(node, dict) else {}
+            if not isinstance(node, dict) or leaf.name == "options":
+                flat[leaf.name] = node
+        return cls.from_params(flat)
+
+    def replace(self, **params: Any):
+        """A copy with some flat settings changed (checked like any other)."""
+        return type(self).from_params(params, base=self)
+
+    def to_dict(self) -> dict:
+        """The effective settings, nested as declared: what `config.json` holds."""
+        return asdict(self)  # type: ignore[call-overload]
+
+
+def _details(leaf: Leaf) -> tuple:
+    return leaf.kind, leaf.help, leaf.unit, leaf.identity
+
+
+def is_settings(obj: Any) -> bool:
+    return is_dataclass(obj) and isinstance(obj, Settings)
+
+
+# --- the steps' settings ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SplitSettings(Settings):
+    """The seeded train/validation split of the 60,000 official training images."""
+
+    val_fraction: float = setting(
+        0.1,
+        v.Float(0, 1, low_open=True, high_open=True),
+        "share of the 60,000 training images held out for validation",
+        "fraction",
+        identity=False,  # part of the data: the dataset digest covers it
+    )
+    split_seed: int = setting(
+        42, v.Int(0), "seed of the stratified train/val split", identity=False
+    )
+
+
+@dataclass(frozen=True)
+class PrepareSettings(Settings):
+    source: str = setting(
+        "auto",
+        v.Source(),
+        f"a directory with the IDX files; auto: FASHION_MNIST_DIR, else {DEBIAN_DATA_DIR},"
+        " else download; download: torchvision into data/",
+    )
+    split: SplitSettings = part(SplitSettings())
+    allow_unofficial: bool = setting(
+        False, v.Bool(), "accept files whose decoded SHA-256 differs from the official dataset"
+    )
+
+
+@dataclass(frozen=True)
+class TrainSettings(Settings):
+    model: str = setting("cnn2", v.Choice(MODEL_NAMES), "registry name of the model")
+    options: dict = setting(
+        {}, v.Options(), "model variant, e.g. blocks=4 for mini_resnet; none = the defaults"
+    )
+    epochs: int = setting(10, v.Int(1), "maximum passes over the training split", "epochs")
+    batch_size: int = setting(128, v.Int(1), "images per optimizer step", "images")
+    optimizer: str = setting(
+        "adam", v.Choice(OPTIMIZERS), "adam, adamw, sgd (Nesterov momentum 0.9) or rmsprop"
+    )
+    lr: float = setting(0.001, v.Float(0, 10, low_open=True), "(peak) learning rate")
+    weight_decay: float = setting(
+        0.0, v.Float(0, 1), "L2 penalty (adam, sgd, rmsprop) or decoupled decay (adamw)"
+    )
+    loss: str = setting(
+        "ce", v.Choice(LOSSES), "ce (cross-entropy), nll (on log-softmax), mse (softmax vs one-hot)"
+    )
+    flip: bool = setting(False, v.Bool(), "random horizontal flips, p=0.5")
+    augment: tuple = setting(
+        (), v.Subset(AUGMENTATIONS), "batched random affine augmentation on the device"
+    )
+    schedule: str = setting(
+        "none",
+        v.Choice(SCHEDULES),
+        "learning-rate schedule, stepped per batch (linear: 20% warm-up, then decay to 0)",
+    )
+    label_smoothing: float = setting(
+        0.0, v.Float(0, 1, high_open=True), "ce only; 0 = hard targets"
+    )
+    dropout: float | None = setting(
+        None,
+        v.OrNone(v.Float(0, 1, high_open=True), "default"),
+        "dropout rate; default = the model's own",
+    )
+    patience: int = setting(
+        5, v.Int(1), "epochs without a val_accuracy gain before early stopping", "epochs"
+    )
+    restore_best: bool = setting(
+        True,
+        v.Bool(),
+        "end with the weights of the best validation epoch; false keeps the last epoch's"
+        " (end-of-training accuracy, as some reports measured it)",
+    )
+    subset: int = setting(
+        0,
+        v.Int(0),
+        "0 = the whole training split (scikit-learn svc: its documented default subset),"
+        " else a stratified sample of this many images",
+        "images",
+    )
+    seed: int = setting(
+        42, v.Int(0), "seed of model init, batch order and augmentation", identity=False
+    )
+    deterministic: bool = setting(
+        False,
+        v.Bool(),
+        "deterministic algorithms (slower; exact resume and repeat)",
+        identity=False,
+    )
+    device: str = setting(
+        "auto", v.Choice(DEVICES), "auto = cuda, else mps, else cpu", identity=False
+    )
+    compile: str = setting(
+        "auto",
+        v.Choice(COMPILE_MODES),
+        "torch.compile the model; auto = only where the measured table in pipeline/engine"
+        " shows a net gain on this device",
+        identity=False,
+    )
+    resume: str | None = setting(
+        None,
+        v.Resume(),
+        "continue an interrupted run: its run id, or true inside `mlflow run --run-id ID`",
+        identity=False,
+    )
+    dataset: str = setting(
+        "auto",
+        v.Text(r"auto|[0-9a-f]{8,64}", "auto or a dataset.digest (8 to 64 hex digits)"),
+        "dataset.digest (or prefix) of a prepared cache; auto = the official data with the"
+        " split below, prepared first when missing",
+        identity=False,
+    )
+    split: SplitSettings = part(SplitSettings())
+
+    def check(self) -> None:
+        if self.label_smoothing and self.loss != "ce":
+            raise UserError(
+                "label_smoothing applies to loss=ce only; set label_smoothing=0 or loss=ce"
+            )
+
+    @property
+    def is_sklearn(self) -> bool:
+        return self.model in SKLEARN_MODEL_NAMES
+
+
+@dataclass(frozen=True)
+class TuneSettings(Settings):
+    # every trial starts from these training settings; the search space overrides some
+    base: TrainSettings = part(TrainSettings(epochs=5), hidden=("resume",))
+    n_trials: int = setting(
+        20, v.Int(1), "finished (complete or pruned) trials the study holds at the end", "trials"
+    )
+    timeout: float = setting(
+        0.0,
+        v.Float(0, 1e7),
+        "seconds after which this worker starts no new trial; 0 = none",
+        "seconds",
+    )
+    pruner: str = setting(
+        "median",
+        v.Choice(PRUNERS),
+        "stops weak trials on their per-epoch val_accuracy (odd_trials: for tests, prunes"
+        " every odd-numbered trial after its first epoch)",
+    )
+    sampler: str = setting("tpe", v.Choice(SAMPLERS), "tpe (multivariate) or random")
+    sampler_seed: int = setting(42, v.Int(0), "seed of the sampler", identity=False)
+    space: str = setting(
+        "base",
+        v.Choice(SPACES),
+        "base: lr, optimizer, loss, flip; wide: also weight_decay, batch_size, augment, dropout",
+    )
+    lr_min: float = setting(1e-4, v.Float(0, 10, low_open=True), "lowest lr searched (log scale)")
+    lr_max: float = setting(1e-2, v.Float(0, 10, low_open=True), "highest lr searched (log scale)")
+    storage: str = setting(
+        "default",
+        v.Storage(),
+        "Optuna storage; default = sqlite:///mlruns/optuna.db (one worker at a time); for"
+        " parallel workers postgresql+psycopg://user@host/db (password in ~/.pgpass) or"
+        " journal:<file>",
+        identity=False,
+    )
+    study_name: str = setting(
+        "auto",
+        v.Text(r"[\w.\-]+", "letters, digits, '.', '-' or '_'"),
+        "auto = derived from model, space, epochs, subset and data; workers with the same"
+        " name and storage share one study",
+        identity=False,
+    )
+    heartbeat_s: int = setting(
+        10,
+        v.Int(1),
+        "seconds between a running trial's heartbeats (RDB storages)",
+        "seconds",
+        identity=False,
+    )
+    grace_s: int = setting(
+        30,
+        v.Int(2),
+        "seconds without heartbeat after which a trial's worker counts as dead: the next"
+        " worker fails the trial, closes its run and queues it again",
+        "seconds",
+        identity=False,
+    )
+    final: bool = setting(
+        True,
+        v.Bool(),
+        "once the study is complete, retrain the best configuration on fresh seeds and"
+        " evaluate it (false for extra workers)",
+        identity=False,
+    )
+    final_epochs: int = setting(
+        10, v.Int(1), "maximum epochs of each retrain of the best configuration", "epochs"
+    )
+    final_seeds: int = setting(
+        3,
+        v.Int(1),
+        "retrains of the best configuration, on fresh seeds (not the trials' seed), so its"
+        " validation accuracy is free of the selection among trials",
+        "runs",
+    )
+
+    def check(self) -> None:
+        if self.lr_min >= self.lr_max:
+            raise UserError(f"lr_min ({self.lr_min}) must be below lr_max ({self.lr_max})")
+        if self.base.is_sklearn:
+            raise UserError(
+                f"tune searches torch training settings; {self.base.model} is a scikit-learn"
+                " baseline"
+            )
+        if self.grace_s <= self.heartbeat_s:
+            raise UserError(
+                f"grace_s ({self.grace_s}) must exceed heartbeat_s ({self.heartbeat_s}), else"
+                " live workers count as dead"
+            )
+
+
+@dataclass(frozen=True)
+class EvaluateSettings(Settings):
+    run_id: str = setting(
+        "latest",
+        v.RunIds(),
+        "the train run(s) to evaluate: an id, ids separated by commas, or latest (the newest"
+        " finished train run not evaluated yet)",
+    )
+    tta: str = setting(
+        "none",
+        v.Choice(TTA_MODES),
+        "extra test-time augmentation, logged under test_tta_<name>_ keys (test_accuracy"
+        " stays the model's own prediction)",
+    )
+    allow_unofficial: bool = setting(
+        False, v.Bool(), "evaluate on a test set that is not the official one"
+    )
+
+
+@dataclass(frozen=True)
+class CompareSettings(Settings):
+    metric: str = setting(
+        "test_accuracy",
+        v.Choice(SORTABLE_METRICS),
+        "display order; the champion is always chosen on the validation split",
+    )
+
+
+@dataclass(frozen=True)
+class ProfileKind(v.Kind):
+    """A profile name from profiles/ or a path to a TOML file of the same shape."""
+
+    def read(self, text: str, name: str) -> str:
+        if not profile_path(text).is_file():
+            names = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.toml")))
+            raise ValueError(f"{name} {text!r} not found; choose {names} or a .toml path")
+        return text
+
+    def describe(self) -> str:
+        return "a name in profiles/ or a .toml path"
+
+
+def profile_path(name: str) -> Path:
+    return Path(name) if name.endswith(".toml") else PROFILES_DIR / f"{name}.toml"
+
+
+@dataclass(frozen=True)
+class MainSettings(Settings):
+    profile: str = setting(
+        "quick",
+        ProfileKind(),
+        "quick (default, <15 min on 2 CPU cores), gpu, full, reports, reports-cpu, tiny (tests)",
+    )
+    env_manager: str = setting(
+        "local",
+        v.Choice(ENV_MANAGERS),
+        "env manager of every child `mlflow run` (MLflow does not forward it)",
+        identity=False,
+    )
+
+
+# The steps, in pipeline order: `python -m pipeline <step>` and the MLproject entry points.
+STEP_SETTINGS: dict[str, type[Settings]] = {
+    "prepare": PrepareSettings,
+    "train": TrainSettings,
+    "tune": TuneSettings,
+    "evaluate": EvaluateSettings,
+    "compare": CompareSettings,
+    "main": MainSettings,
+}
+STEPS = tuple(STEP_SETTINGS)

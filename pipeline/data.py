@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -25,7 +26,9 @@ from pipeline import config
 
 IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
-CACHE_FORMAT = 1  # bump when the cache layout changes, so old caches are never misread
+# Bump when the cache layout or the digest changes, so old caches are never misread: format 2
+# adds the SHA-256 of the split's index arrays to the manifest and to the digest.
+CACHE_FORMAT = 2
 
 
 class DataError(ValueError):
@@ -86,6 +89,21 @@ def read_idx(path: Path, kind: str) -> IdxFile:
     if kind == "labels" and array.size and array.max() > 9:
         raise DataError(f"{path}: label {int(array.max())} out of range 0..9")
     return IdxFile(array, hashlib.sha256(data).hexdigest(), path)
+
+
+def idx_sha256(array: np.ndarray) -> str:
+    """SHA-256 of a uint8 array's IDX encoding: the digest config.OFFICIAL_FILES gives per
+    file, so an array can be checked without its original file."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return hashlib.sha256(header + np.ascontiguousarray(array, np.uint8).tobytes()).hexdigest()
+
+
+def is_official_test(split: Split) -> bool:
+    """The split holds exactly the official test images and labels, in order."""
+    return (idx_sha256(split.images[:, 0]), idx_sha256(split.labels.astype(np.uint8))) == (
+        config.OFFICIAL_FILES["test_images"][1],
+        config.OFFICIAL_FILES["test_labels"][1],
+    )
 
 
 def _find_file(directory: Path, name: str) -> Path:
@@ -158,10 +176,20 @@ def load_raw(directory: Path, allow_unofficial: bool = False) -> RawData:
     return RawData(files, directory, not mismatches, mismatches)
 
 
-def dataset_digest(raw: RawData, val_fraction: float, seed: int) -> str:
-    """`dataset.digest`: SHA-256 of the decoded files' digests plus the split settings."""
+def split_sha256(train_idx: np.ndarray, val_idx: np.ndarray) -> str:
+    """SHA-256 of the split itself (both index arrays, int64 little-endian): another
+    scikit-learn release could draw another split from the same seed."""
+    digest = hashlib.sha256(np.ascontiguousarray(train_idx, "<i8").tobytes())
+    digest.update(b"|" + np.ascontiguousarray(val_idx, "<i8").tobytes())
+    return digest.hexdigest()
+
+
+def dataset_digest(raw: RawData, split_hash: str, val_fraction: float, seed: int) -> str:
+    """`dataset.digest`: SHA-256 of the decoded files' digests, the split's indices and the
+    split settings."""
     payload = {
         "files": {key: f.sha256 for key, f in sorted(raw.files.items())},
+        "split_sha256": split_hash,
         "val_fraction": round(float(val_fraction), 6),
         "seed": int(seed),
         "format": CACHE_FORMAT,
@@ -202,16 +230,18 @@ def _images(array: np.ndarray) -> np.ndarray:
 
 def write_cache(raw: RawData, val_fraction: float, seed: int) -> tuple[Path, dict, bool]:
     """Write (or reuse) the prepared cache; returns (directory, manifest, reused)."""
-    digest = dataset_digest(raw, val_fraction, seed)
-    target = cache_dir(digest)
-    existing = read_manifest(target)
-    if existing is not None and existing.get("digest") == digest:
-        return target, existing, True
     train_x, train_y = raw.files["train_images"].array, raw.files["train_labels"].array
     train_idx, val_idx = stratified_split(train_y, val_fraction, seed)
+    split_hash = split_sha256(train_idx, val_idx)
+    digest = dataset_digest(raw, split_hash, val_fraction, seed)
+    target = cache_dir(digest)
+    existing = read_manifest(target)
+    if existing is not None and existing.get("digest") == digest and intact(target, existing):
+        return target, existing, True
     manifest = {
         "format": CACHE_FORMAT,
         "digest": digest,
+        "split_sha256": split_hash,
         "source": str(raw.source),
         "official": raw.official,
         "mismatches": list(raw.mismatches),
@@ -226,24 +256,25 @@ def write_cache(raw: RawData, val_fraction: float, seed: int) -> tuple[Path, dic
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     target.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "split.npz": {
+            "train_x": _images(train_x[train_idx]),
+            "train_y": train_y[train_idx].astype(np.int64),
+            "val_x": _images(train_x[val_idx]),
+            "val_y": train_y[val_idx].astype(np.int64),
+            "train_index": train_idx,
+            "val_index": val_idx,
+        },
+        "test.npz": {
+            "test_x": _images(raw.files["test_images"].array),
+            "test_y": raw.files["test_labels"].array.astype(np.int64),
+        },
+    }
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        np.savez(
-            tmp / "split.npz",
-            train_x=_images(train_x[train_idx]),
-            train_y=train_y[train_idx].astype(np.int64),
-            val_x=_images(train_x[val_idx]),
-            val_y=train_y[val_idx].astype(np.int64),
-            train_index=train_idx,
-            val_index=val_idx,
-        )
-        np.savez(
-            tmp / "test.npz",
-            test_x=_images(raw.files["test_images"].array),
-            test_y=raw.files["test_labels"].array.astype(np.int64),
-        )
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if target.exists() and read_manifest(target) is None:  # an unreadable leftover
+        manifest["cache_files"] = {name: _save(tmp / name, a) for name, a in arrays.items()}
+        _write_synced(tmp / "manifest.json", json.dumps(manifest, indent=2).encode())
+        if target.exists():  # unreadable, corrupt, or of an older format: replaced whole
             shutil.rmtree(target, ignore_errors=True)
         os.rename(tmp, target)
     except OSError:
@@ -256,6 +287,62 @@ def write_cache(raw: RawData, val_fraction: float, seed: int) -> tuple[Path, dic
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target, manifest, False
+
+
+def _write_synced(path: Path, payload: bytes) -> None:
+    try:
+        with open(path, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before the folder is renamed into place
+    except OSError as exc:  # a full disk: say which file could not be written
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+
+
+def _save(path: Path, arrays: dict[str, np.ndarray]) -> str:
+    """Write an .npz; returns its SHA-256 (the manifest records it)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    payload = buffer.getvalue()
+    _write_synced(path, payload)
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _checked_bytes(path: Path, manifest: dict) -> bytes:
+    """A cache file's bytes, refused unless their SHA-256 is the manifest's."""
+    try:
+        payload = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror}); run prepare again") from None
+    expected = manifest.get("cache_files", {}).get(path.name)
+    if hashlib.sha256(payload).hexdigest() != expected:
+        raise DataError(
+            f"{path}: its SHA-256 differs from the manifest's (a corrupt or changed cache);"
+            " run prepare again to rewrite it"
+        )
+    return payload
+
+
+def intact(directory: Path, manifest: dict) -> bool:
+    """Every cache file has the SHA-256 its manifest recorded."""
+    try:
+        for name in ("split.npz", "test.npz"):
+            _checked_bytes(Path(directory) / name, manifest)
+    except DataError:
+        return False
+    return True
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    manifest = read_manifest(path.parent)
+    if manifest is None:
+        raise DataError(f"{path.parent / 'manifest.json'}: missing or unreadable; run prepare again")
+    with np.load(io.BytesIO(_checked_bytes(path, manifest))) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    labels = [a for key, a in arrays.items() if key.endswith("_y")]
+    if any(a.size and (a.min() < 0 or a.max() > 9) for a in labels):
+        raise DataError(f"{path}: a label outside 0..9; run prepare again")
+    return arrays
 
 
 def read_manifest(directory: Path) -> dict | None:
@@ -291,6 +378,31 @@ def find_cache(digest: str = "", val_fraction: float = 0.1, seed: int = 42) -> P
     return max(found)[1] if found else None
 
 
+def dataset_cache(dataset: str, val_fraction: float = 0.1, split_seed: int = 42) -> Path:
+    """The cache a run trains on: the one whose digest starts with `dataset`, or for "auto"
+    the official data with these split settings (prepared now when missing)."""
+    if dataset == "auto":
+        return ensure_prepared(val_fraction, split_seed)
+    found = find_cache(dataset)
+    if found is None:
+        raise DataError(
+            f"no prepared data with dataset.digest {dataset} in {config.data_dir()}; run prepare"
+            " on the same files first"
+        )
+    return found
+
+
+def ensure_prepared(val_fraction: float = 0.1, split_seed: int = 42, source: str = "auto") -> Path:
+    """The prepared cache of the official data with these split settings, prepared from
+    `source` (see resolve_source) when missing. An existing cache is used as it is, so a
+    good cache keeps working when the original files are damaged later."""
+    found = find_cache("", val_fraction, split_seed)
+    if found is not None:
+        return found
+    directory, _, _ = write_cache(load_raw(resolve_source(source)), val_fraction, split_seed)
+    return directory
+
+
 def load_split(directory: Path, part: str) -> Split:
     """Load 'train' or 'val' from a prepared cache. The test split has its own loader."""
     if part not in ("train", "val"):
@@ -301,16 +413,25 @@ def load_split(directory: Path, part: str) -> Split:
 
 @functools.lru_cache(maxsize=2)
 def _split_arrays(directory: str) -> dict[str, np.ndarray]:
-    # A study trains dozens of times in one process: read the 42 MB split once. The arrays
-    # are read-only so no caller can change what the next one gets.
-    with np.load(Path(directory) / "split.npz") as npz:
-        arrays = {key: npz[key] for key in npz.files}
+    # A study trains dozens of times in one process: read (and verify) the 42 MB split once.
+    # The arrays are read-only so no caller can change what the next one gets.
+    arrays = _load_npz(Path(directory) / "split.npz")
     for array in arrays.values():
         array.flags.writeable = False
     return arrays
 
 
+def train_and_val(directory: Path, subset: int = 0, seed: int = 0) -> tuple[Split, Split]:
+    """(train, val) of a prepared cache; train reduced to a stratified `subset` (drawn with
+    `seed`) when 0 < subset < its size."""
+    train, val = load_split(directory, "train"), load_split(directory, "val")
+    if 0 < subset < len(train.labels):
+        keep = stratified_subset(train.labels, subset, seed)
+        train = Split(train.images[keep], train.labels[keep])
+    return train, val
+
+
 def load_test_split(directory: Path) -> Split:
-    """The official test split: only the evaluate step calls this."""
-    with np.load(Path(directory) / "test.npz") as arrays:
-        return Split(arrays["test_x"], arrays["test_y"])
+    """The test split: only evaluation (and prepare, which verifies it) calls this."""
+    arrays = _load_npz(Path(directory) / "test.npz")
+    return Split(arrays["test_x"], arrays["test_y"])

@@ -1,9 +1,8 @@
-"""Run records -> leaderboard tables: one row per configuration, aggregated over seeds.
+"""Run records -> ranked leaderboard tables: one row per configuration, aggregated over seeds.
 
-Pure pandas / numpy, no MLflow and no I/O: the compare step searches the store
-(`mlflow.search_runs`, pandas output), reads each best run's predictions.csv, hands both in,
-and writes what comes back (leaderboard.csv / .md / .html). So every rule below is tested on
-fabricated records.
+Pure pandas / numpy, no MLflow and no I/O: the compare job (pipeline/comparison.py) searches
+the store, reads each best run's predictions.csv, hands both in, and pipeline/report.py
+renders what comes back. So every rule below is tested on fabricated records.
 
 Rules that keep the table honest:
 - only train runs count (Optuna trials and the other steps' runs never do), and only
@@ -11,25 +10,29 @@ Rules that keep the table honest:
   `unranked` with its reason, never dropped silently;
 - runs are ranked only against runs on the same data: the main section holds the official
   data with the full training split, scored on the official test set; every other
-  (data digest, official, training subset) group is a section of its own with its own ranks;
-- a configuration is the `config.key` tag (runs that differ only in seed); its figures are
+  (data digest, official, training subset) group is a section of its own with its own ranks
+  (a `Section`, a typed value: nothing matches on its printed name);
+- a configuration is the `config.key` tag (runs that differ only in seed, see
+  pipeline/identity.py); a run without one is a configuration of its own; its figures are
   mean and sample std (ddof=1) over seeds. The std of a single seed is NaN, not 0: one seed
   says nothing about the spread, and the reports render it as '–';
-- the best run of a configuration and the champion are chosen by validation accuracy,
-  never by test accuracy (choosing on the test set would make its score optimistic);
-- published numbers (REFERENCES) are kept apart and flagged where known to be wrong.
+- the best run of a configuration and the champion are chosen on the validation split,
+  never on the test split (choosing on the test set would make its score optimistic): the
+  champion by validation accuracy, ties broken by validation log loss, then fewer
+  parameters, then the configuration key;
+- published numbers (references.csv) are kept apart and flagged where known to be wrong.
 """
 
 from __future__ import annotations
 
-import hashlib
-import html
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline.metrics import mcnemar, pareto_front
+from pipeline.metrics import holm, mcnemar, pareto_front, welch
 
 MAIN_SECTION = "official, full training data"
 RANKED_STATUS = "FINISHED"
@@ -39,10 +42,6 @@ SUMMARY_METRICS = ("test_accuracy", "test_precision_macro", "test_recall_macro",
 # Sort metrics where smaller is better (a loss, a calibration error, a cost).
 LOWER_IS_BETTER_SUFFIXES = ("_loss", "_ece", "_time_s")
 LOWER_IS_BETTER = ("n_params",)
-# Parameters that do not make another configuration: the seed (aggregated over) and where
-# or how reproducibly the run was executed. Only used when a run lacks the config.key tag.
-NOT_CONFIGURATION = ("seed", "resume", "device", "deterministic")
-MISSING = "–"  # how NaN (e.g. the std of one seed) is shown
 
 # Record column -> (run tag, parameter to fall back on when the tag is missing).
 TEXT_COLUMNS = {
@@ -55,6 +54,8 @@ TEXT_COLUMNS = {
     "device": ("device", "device"),
     "test_official": ("test.official", None),  # 'true', 'false', or '' (not evaluated)
     "error": ("error", None),
+    "tuned": ("tune.tuned", None),  # 'true' for the retrains of a study's best configuration
+    "n_trials": ("tune.n_trials", None),  # the trials behind a tuned configuration
 }
 RECORD_COLUMNS = (
     "run_id",
@@ -74,9 +75,13 @@ RECORD_COLUMNS = (
     "code_version",
     "device",
     "error",
+    "tuned",
+    "n_trials",
 )
-# Runs of one configuration on one data group; a second run of the same seed supersedes.
-GROUP_KEYS = ["config_key", "dataset_digest", "official", "subset", "test_official"]
+# Runs of one configuration on one data group, trained by one code version (seeds of two
+# code versions are never averaged: each version is a row of its own); a second run of the
+# same seed supersedes the first.
+GROUP_KEYS = ["config_key", "dataset_digest", "official", "subset", "test_official", "code_version"]
 TABLE_COLUMNS = (
     "rank",
     "model",
@@ -85,13 +90,16 @@ TABLE_COLUMNS = (
     *(f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std")),
     "val_accuracy_mean",
     "val_accuracy_std",
+    "val_log_loss_mean",
     "n_params",
     "train_time_s_mean",
     "train_images_per_s_mean",
     "pareto_size",
     "pareto_time",
     "device",
+    "tuned",
     "seeds",
+    "test_accuracies",
     "run_ids",
     "best_run_id",
     "code_version",
@@ -129,20 +137,6 @@ def _integers(values: pd.Series) -> pd.Series:
     return numbers.where(numbers == numbers.round()).astype("Int64")
 
 
-def _param_keys(runs: pd.DataFrame) -> pd.Series:
-    """A configuration key from the parameters (all but the seed and execution settings).
-
-    Only for runs without the `config.key` tag; prefixed 'params:' so it never collides.
-    """
-    columns = sorted(c for c in runs if c.startswith("params.") and c[7:] not in NOT_CONFIGURATION)
-    if not columns:  # nothing to group by: each run is its own configuration
-        return "run:" + _text(runs, "run_id")
-    joined = pd.Series("", index=runs.index, dtype=str)
-    for column in columns:
-        joined = joined + column + "=" + _text(runs, column) + "\x1f"
-    return joined.map(lambda s: "params:" + hashlib.sha256(s.encode()).hexdigest()[:16])
-
-
 def _empty_records() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in RECORD_COLUMNS})
 
@@ -162,8 +156,8 @@ def records(runs: pd.DataFrame) -> pd.DataFrame:
         out[column] = runs[column] if column in runs else pd.Series(pd.NaT, index=runs.index)
     for column, (tag, param) in TEXT_COLUMNS.items():
         out[column] = _tag(runs, tag, param)
-    fallback_key = _param_keys(runs)
-    out["config_key"] = out["config_key"].where(out["config_key"] != "", fallback_key)
+    # a run without the tag (it failed before tagging) is a configuration of its own
+    out["config_key"] = out["config_key"].where(out["config_key"] != "", "run:" + out["run_id"])
     label = _tag(runs, "mlflow.note.content")  # older train runs describe themselves here
     label = label.where(label != "", out["model"])
     out["config_label"] = out["config_label"].where(out["config_label"] != "", label)
@@ -250,20 +244,25 @@ def _summarise(group: pd.DataFrame, extra: str | None) -> dict:
     """One configuration's row: means and sample stds over its seeds, and its best run."""
     group = group.sort_values(["seed", "run_id"], na_position="last")
     best = _best_run(group)
-    row = {"model": best["model"], "config_label": best["config_label"], "n_seeds": len(group)}
+    label = best["config_label"]
+    if best["tuned"] == "true":  # its validation accuracy is free of selection (fresh seeds)
+        label += f" (tuned, {best['n_trials'] or '?'} trials)"
+    row = {"model": best["model"], "config_label": label, "n_seeds": len(group)}
     for name in (*SUMMARY_METRICS, *((extra,) if extra else ())):
         row[f"{name}_mean"] = _num(group, name).mean()
         row[f"{name}_std"] = _num(group, name).std(ddof=1)  # NaN for one seed
     row["val_accuracy_mean"] = _num(group, "best_val_accuracy").mean()
     row["val_accuracy_std"] = _num(group, "best_val_accuracy").std(ddof=1)
+    row["val_log_loss_mean"] = _num(group, "val_log_loss").mean()
     row["n_params"] = _num(group, "n_params").median()
     row["train_time_s_mean"] = _num(group, "train_time_s").mean()
     row["train_images_per_s_mean"] = _num(group, "train_images_per_s").mean()
     row["device"] = _joined(group["device"])
     row["seeds"] = ",".join(str(s) for s in group["seed"] if pd.notna(s))
+    row["test_accuracies"] = ",".join(repr(float(v)) for v in _num(group, "test_accuracy"))
     row["run_ids"] = ",".join(group["run_id"])
     row["best_run_id"] = best["run_id"]
-    row["code_version"] = _joined(group["code_version"])
+    row["tuned"] = best["tuned"] == "true"
     row["command"] = best["command"]
     row |= {key: best[key] for key in GROUP_KEYS}
     return row
@@ -294,7 +293,7 @@ def aggregate(recs: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame
     if extra and not kept.empty and extra not in kept:
         known = sorted(c for c in kept if c not in RECORD_COLUMNS)
         raise ValueError(f"unknown metric {metric!r}; the runs have: {', '.join(known)}")
-    rows = [_summarise(g, extra) for _, g in kept.groupby(["config_key", "dataset_digest"])]
+    rows = [_summarise(g, extra) for _, g in kept.groupby(GROUP_KEYS, dropna=False)]
     columns = [c for c in TABLE_COLUMNS if c != "rank"]
     if extra:
         columns[2:2] = [f"{extra}_mean", f"{extra}_std"]
@@ -330,42 +329,70 @@ def _main_digest(runs: pd.DataFrame) -> str | None:
     return str(counts.idxmax())
 
 
-def _section_name(
-    digest: str, official: bool, subset: int, test_official: str, main: str | None
-) -> str:
-    if official and digest == main:
-        parts = ["official data"]
-    elif official:
-        parts = [f"official data, other split {digest[:12]}"]
-    else:
-        parts = [f"unofficial data {digest[:12] or '(no digest)'}"]
-    if subset:
-        parts.append(f"training subset {subset}")
-    if test_official == "false":
-        parts.append("unofficial test set")
-    return MAIN_SECTION if parts == ["official data"] else ", ".join(parts)
+@dataclass(frozen=True)
+class Section:
+    """A group of runs that are ranked against each other: the same data, training subset
+    and test set. `main` marks the official data's full training split (the contract's
+    leaderboard); every other section is kept apart, with ranks of its own."""
+
+    digest: str
+    official: bool
+    subset: int
+    test_official: bool
+    main_digest: bool  # the digest is the main section's (an official split, not another one)
+
+    @property
+    def main(self) -> bool:
+        return self.official and self.main_digest and not self.subset and self.test_official
+
+    @property
+    def name(self) -> str:
+        if self.main:
+            return MAIN_SECTION
+        if self.official and self.main_digest:
+            parts = ["official data"]
+        elif self.official:
+            parts = [f"official data, other split {self.digest[:12]}"]
+        else:
+            parts = [f"unofficial data {self.digest[:12] or '(no digest)'}"]
+        if self.subset:
+            parts.append(f"training subset {self.subset}")
+        if not self.test_official:
+            parts.append("unofficial test set")
+        return ", ".join(parts)
+
+    @property
+    def champion_order(self) -> tuple | None:
+        """Where the champion may come from, best first: the main section, then subsets of
+        the main data (largest first), then other official splits; None for unofficial
+        data or an unofficial test set, which never give the champion."""
+        if not self.official or not self.test_official:
+            return None
+        return (not self.main, not self.main_digest, -self.subset, self.digest)
 
 
-def sections(recs: pd.DataFrame, metric: str = "test_accuracy") -> dict[str, pd.DataFrame]:
-    """Ranked tables by data group: MAIN_SECTION first (always present, maybe empty).
+def _section_of(r, main_digest: str | None) -> Section:
+    return Section(
+        r.dataset_digest, bool(r.official), int(r.subset), r.test_official != "false",
+        r.dataset_digest == main_digest,
+    )  # fmt: skip
 
-    The main section holds runs on the official data (the most common official digest),
-    full training split, not scored on an unofficial test set. Every other (digest,
-    official, subset, test set) group gets its own section, ranked on its own, sorted by name.
-    """
+
+def main_section(main_digest: str | None = None) -> Section:
+    """The (possibly empty) main section."""
+    return Section(main_digest or "", True, 0, True, True)
+
+
+def sections(recs: pd.DataFrame, metric: str = "test_accuracy") -> dict[Section, pd.DataFrame]:
+    """Ranked tables by data group: the main section first (always present, maybe empty),
+    then every other group, each ranked on its own, sorted by name."""
     runs = recs[_rankable(recs)]
-    main = _main_digest(runs)
-    names = pd.Series(
-        [
-            _section_name(r.dataset_digest, r.official, r.subset, r.test_official, main)
-            for r in runs.itertuples()
-        ],
-        index=runs.index,
-        dtype=str,
-    )
-    out = {MAIN_SECTION: aggregate(runs[names == MAIN_SECTION], metric)}
-    for name in sorted(set(names) - {MAIN_SECTION}):
-        out[name] = aggregate(runs[names == name], metric)
+    digest = _main_digest(runs)
+    keys = pd.Series([_section_of(r, digest) for r in runs.itertuples()], index=runs.index)
+    main = next((k for k in keys if k.main), main_section(digest))
+    out = {main: aggregate(runs[keys == main], metric)}
+    for key in sorted(set(keys) - {main}, key=lambda k: k.name):
+        out[key] = aggregate(runs[keys == key], metric)
     return out
 
 
@@ -412,21 +439,34 @@ def unranked(recs: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def champion(main_section: pd.DataFrame) -> pd.Series | None:
-    """The configuration with the best val_accuracy_mean (ties: more seeds, then lower rank).
+# The champion's order: validation accuracy, then validation log loss, then fewer
+# parameters, then the configuration key. Never the test split, whatever the display order.
+CHAMPION_ORDER = (("val_accuracy_mean", False), ("val_log_loss_mean", True), ("n_params", True),
+                  ("config_key", True))  # fmt: skip
 
-    Its row, with best_run_id (the run to register). None when no row has a validation
-    accuracy. Never chosen by test accuracy, whatever the display order is.
-    """
-    if main_section is None or main_section.empty:
+
+def champion(table: pd.DataFrame) -> pd.Series | None:
+    """The section's best configuration on the validation split (CHAMPION_ORDER), with
+    best_run_id (the run to register); None when no row has a validation accuracy."""
+    if table is None or table.empty:
         return None
-    candidates = main_section[main_section["val_accuracy_mean"].notna()]
+    candidates = table[table["val_accuracy_mean"].notna()]
     if candidates.empty:
         return None
-    order = candidates.sort_values(
-        ["val_accuracy_mean", "n_seeds", "rank"], ascending=[False, False, True], kind="stable"
-    )
+    columns, ascending = zip(*CHAMPION_ORDER, strict=True)
+    order = candidates.sort_values(list(columns), ascending=list(ascending), na_position="last")
     return order.iloc[0]
+
+
+def pick_champion(tables: dict[Section, pd.DataFrame]) -> tuple[Section | None, pd.Series | None]:
+    """(section, champion row) from the first section, in Section.champion_order, that has
+    one; (None, None) when none has."""
+    eligible = [s for s in tables if s.champion_order is not None]
+    for section in sorted(eligible, key=lambda s: s.champion_order):
+        best = champion(tables[section])
+        if best is not None:
+            return section, best
+    return None, None
 
 
 # --- significance -------------------------------------------------------------------------
@@ -451,331 +491,129 @@ def _load(load_correct: Callable[[str], np.ndarray], run_id) -> np.ndarray | str
     return np.asarray(correct, dtype=bool)
 
 
-def _compare(a: np.ndarray | str, b: np.ndarray | str) -> tuple[float, str]:
-    """(p value, note) of McNemar's test of this row's best run against the next row's."""
-    for side in (a, b):
+def _seeds(row: pd.Series) -> list[float]:
+    text = row.get("test_accuracies", "")
+    return [float(x) for x in str(text).split(",") if x] if isinstance(text, str) else []
+
+
+def _test(row: pd.Series, nxt: pd.Series, loaded: Callable) -> tuple[float, str, int]:
+    """(p value, method, direction) of one row against the next: Welch's t on the per-seed
+    test accuracies when both have 2+ seeds (what the rows rank by), else McNemar's test of
+    the two best runs on the same images (run against run). direction: +1 better, -1 worse."""
+    a, b = _seeds(row), _seeds(nxt)
+    if len(a) >= 2 and len(b) >= 2:
+        result = welch(a, b)
+        return (
+            result["p_value"],
+            f"Welch t, {len(a)} vs {len(b)} seeds",
+            int(np.sign(result["statistic"])),
+        )
+    first, second = loaded(row["best_run_id"]), loaded(nxt["best_run_id"])
+    for side in (first, second):
         if isinstance(side, str):
-            return np.nan, f"no test: {side}"
-    if a.shape != b.shape:
-        return np.nan, "no test: the two runs were scored on different test sets"
-    result = mcnemar(a, b)
-    p = result["p_value"]
+            return np.nan, f"no test: {side}", 0
+    if first.shape != second.shape:
+        return np.nan, "no test: the two runs were scored on different test sets", 0
+    result = mcnemar(first, second)
+    return (
+        result["p_value"],
+        "McNemar, best run vs best run",
+        int(np.sign(result["b"] - result["c"])),
+    )
+
+
+def _note(p: float, method: str, direction: int) -> str:
+    if np.isnan(p):
+        return method
     if p >= ALPHA:
-        return p, f"not significantly different from the next row ({_format_p(p)})"
-    direction = "better" if result["b"] > result["c"] else "worse"
-    return p, f"significantly {direction} than the next row ({_format_p(p)})"
+        return f"not significantly different from the next row ({method}; Holm {_format_p(p)})"
+    word = "better" if direction > 0 else "worse"
+    return f"significantly {word} than the next row ({method}; Holm {_format_p(p)})"
 
 
 def add_significance(
     table: pd.DataFrame, load_correct: Callable[[str], np.ndarray]
 ) -> pd.DataFrame:
-    """Add `mcnemar_p_vs_next` and `note_vs_next`: each row's best run against the next row's.
+    """Add `p_vs_next` (raw), `p_vs_next_holm`, `test_vs_next` and `note_vs_next`: each row
+    against the next one, Holm-corrected over the section's adjacent tests (SIGNIFICANCE).
 
-    `load_correct(run_id)` returns a bool array (per test image: prediction right). McNemar's
-    test (metrics.mcnemar) pairs the two runs image by image; 'worse' can appear because best
-    runs are picked by validation accuracy while rows are ordered by mean test accuracy.
-    The last row and rows whose predictions cannot be loaded get NaN and a note.
+    `load_correct(run_id)` returns a bool array (per test image: prediction right), used by
+    McNemar's test when a row has a single seed. The last row gets NaN and no note.
     """
     out = table.copy()
-    ids = list(out["best_run_id"]) if "best_run_id" in out else []
-    loaded = {run_id: _load(load_correct, run_id) for run_id in dict.fromkeys(ids)}
-    p_values, notes = [], []
-    for i, run_id in enumerate(ids):
-        if i + 1 == len(ids):
-            p, note = np.nan, ""
-        else:
-            p, note = _compare(loaded[run_id], loaded[ids[i + 1]])
-        p_values.append(p)
-        notes.append(note)
-    out["mcnemar_p_vs_next"] = pd.Series(p_values, index=out.index, dtype=float)
+    rows = [r for _, r in out.iterrows()]
+    cache: dict = {}
+
+    def loaded(run_id):  # predictions are read only for McNemar, once per run
+        if run_id not in cache:
+            cache[run_id] = _load(load_correct, run_id)
+        return cache[run_id]
+
+    tests = [_test(r, rows[i + 1], loaded) for i, r in enumerate(rows[:-1])]
+    raw = np.array([p for p, _, _ in tests] + [np.nan] * bool(rows), dtype=float)
+    adjusted = holm(raw) if len(raw) else raw
+    methods = [m for _, m, _ in tests] + [""] * bool(rows)
+    notes = [_note(adjusted[i], m, d) for i, (_, m, d) in enumerate(tests)] + [""] * bool(rows)
+    out["p_vs_next"] = pd.Series(raw, index=out.index, dtype=float)
+    out["p_vs_next_holm"] = pd.Series(adjusted, index=out.index, dtype=float)
+    out["test_vs_next"] = pd.Series(methods, index=out.index, dtype=object)
     out["note_vs_next"] = pd.Series(notes, index=out.index, dtype=object)
     return out
 
 
+SIGNIFICANCE = (
+    "note_vs_next compares each row with the next one: Welch's t-test on the per-seed test"
+    " accuracies when both rows have two or more seeds, else McNemar's test of their best runs"
+    " on the same 10,000 images (run against run, not configuration against configuration);"
+    f" the p values of a section's adjacent tests are Holm-corrected, alpha {ALPHA}."
+)
+
+
 # --- published reference numbers ----------------------------------------------------------
 
-_AS_REPORTED = "no problem known; as reported, not reproduced here"
-_000 = "figures of a cited article the report says it reproduced; its own runs give only losses"
-_001_INVALID = (
-    "invalid: its per-class supports (980, 1135, 1032, ...) are MNIST-digit test counts;"
-    " Fashion-MNIST has 1,000 per class"
-)
-_002 = (
-    "its validation set is 10,000 images (apparently the test images), normalised and"
-    " augmented like training"
-)
-_003 = "text and printed output disagree (0.9183 printed for both); unreliable"
-_PAPER = "Fashion-MNIST paper table 3"
-_ZALANDO = "zalando README benchmark list"
-# (source, model, setting, metric, value %, validity, registry_model); ../shared/NOTES.md.
-_REFERENCE_ROWS = [
-    ("000 (PyTorch)", "Mini ResNet", "", "test accuracy", 92.95, _000, "mini_resnet"),
-    ("000 (PyTorch)", "Mini ResNet", "", "validation accuracy", 92.28, _000, "mini_resnet"),
-    ("000 (PyTorch)", "Mini ResNet", "", "train accuracy", 94.40, _000, "mini_resnet"),
-    ("000 (PyTorch)", "Mini ResNet", "", "test precision", 93.08, _000, "mini_resnet"),
-    ("000 (PyTorch)", "Mini ResNet", "", "test recall", 92.95, _000, "mini_resnet"),
-    ("000 (PyTorch)", "Mini ResNet", "", "test F1", 92.98, _000, "mini_resnet"),
-    ("000 (PyTorch), cited table", "CNNs", "lowest of the cited range (Bhatnagar et al. 2017,"
-     " Manessi & Rozza 2018)", "test accuracy", 90.51, "cited, not run by the report", ""),
-    ("000 (PyTorch), cited table", "CNNs", "highest of the cited range (Bhatnagar et al. 2017,"
-     " Manessi & Rozza 2018)", "test accuracy", 94.41, "cited, not run by the report", ""),
-    ("001 (TensorFlow)", "3-conv BatchNorm CNN", "", "test accuracy", 99.43, _001_INVALID, "cnn3"),
-    ("001 (TensorFlow), cited", "MLP", "Xiao et al. 2017", "test accuracy", 87.1,
-     "cited from the Fashion-MNIST paper, not run by the report", "sk_mlp"),
-    ("001 (TensorFlow), cited", "RandomForest", "Xiao et al. 2017", "test accuracy", 87.3,
-     "cited from the Fashion-MNIST paper, not run by the report", "random_forest"),
-    ("002 (Keras)", "1-layer CNN", "10k-image training subset", "validation accuracy", 91.97,
-     _002, "cnn1"),
-    ("002 (Keras)", "1-layer CNN", "full training data", "validation accuracy", 90.29, _002,
-     "cnn1"),
-    ("002 (Keras)", "4-layer CNN", "10k-image training subset", "validation accuracy", 89.92,
-     _002, "cnn4"),
-    ("002 (Keras)", "4-layer CNN", "full training data", "validation accuracy", 92.51, _002,
-     "cnn4"),
-    ("002 (Keras)", "LeNet-5", "full training data; 136,586 parameters", "validation accuracy",
-     92.11, _002, "lenet5"),
-    ("003 (R/Keras)", "CNN", "printed output", "test accuracy", 92.51,
-     "the text says 92.35%; report unreliable", ""),
-    ("003 (R/Keras)", "CNN", "claimed in the text", "test accuracy", 92.35,
-     "the printed output says 92.51%; report unreliable", ""),
-    ("003 (R/Keras)", "improved CNN", "claimed in the text", "test accuracy", 94.37, _003, ""),
-    ("003 (R/Keras)", "improved CNN", "printed output", "test accuracy", 91.83, _003, ""),
-    ("003 (R/Keras)", "LSTM", "claimed in the text", "test accuracy", 92.21, _003, "lstm"),
-    ("003 (R/Keras)", "LSTM", "printed output", "test accuracy", 91.83, _003, "lstm"),
-    *(
-        ("004 (PyTorch)", "ResNet-18", setting, "test accuracy", value, _AS_REPORTED, "resnet18")
-        for setting, value in (
-            ("baseline: Adam lr=3e-4, 5 epochs", 92.28),
-            ("10 epochs", 92.69),
-            ("20 epochs", 92.34),
-            ("SGD", 88.27),
-            ("AdamW", 92.48),
-            ("NLL loss", 92.25),
-            ("MSE loss", 92.5),
-            ("flip + AdamW + MSE", 92.86),
-        )
-    ),
-    *(
-        (_PAPER, model, setting, "test accuracy", value,
-         "published (arXiv 1708.07747); best setting of each classifier", registry)
-        for model, setting, value, registry in (
-            ("SVC", "C=10, rbf", 89.7, "svc"),
-            ("GradientBoosting", "best setting", 88.0, ""),
-            ("RandomForest", "100 trees, entropy, depth 100", 87.3, "random_forest"),
-            ("MLPClassifier", "relu, 100", 87.1, "sk_mlp"),
-            ("KNN", "k=5, distance, p=1", 85.4, ""),
-            ("LogisticRegression", "C=1, l1", 84.2, "logreg"),
-            ("LinearSVC", "best setting", 83.6, ""),
-        )
-    ),
-    (_ZALANDO, "ResNet18", "flips, translation, rotation", "test accuracy", 94.9,
-     "unverified by its maintainers", "resnet18"),
-    (_ZALANDO, "WRN-28-10", "random erasing", "test accuracy", 96.3,
-     "unverified by its maintainers", ""),
-    ("arXiv 2006.09042", "fine-tuned DARTS", "best published", "test accuracy", 96.91,
-     "published; not reproduced here", ""),
-]  # fmt: skip
-REFERENCES = pd.DataFrame(
-    _REFERENCE_ROWS,
-    columns=["source", "model", "setting", "metric", "value", "validity", "registry_model"],
-)
+
+REFERENCES_FILE = Path(__file__).with_name("references.csv")
 
 
-# --- rendering ----------------------------------------------------------------------------
-
-
-def _pct(value, digits: int = 2) -> str:
-    return MISSING if pd.isna(value) else f"{100 * value:.{digits}f}"
-
-
-def _strings(frame: pd.DataFrame) -> pd.DataFrame:
-    """Every cell as text, '' for missing (nullable integer columns refuse fillna(''))."""
-    frame = frame.astype(object)
-    return frame.where(frame.notna(), "").astype(str)
-
-
-def _display(table: pd.DataFrame) -> pd.DataFrame:
-    """The compact, formatted columns of a section table (all strings)."""
-    sort_column = table.attrs.get("sort_column", "test_accuracy_mean")
-    out = pd.DataFrame(
-        {
-            "rank": table["rank"].astype(str),
-            "model": table["model"],
-            "config_label": table["config_label"],
-            "n_seeds": table["n_seeds"].astype(str),
-            "test_accuracy % (mean ± std)": [
-                f"{_pct(m)} ± {_pct(s)}"
-                for m, s in zip(
-                    table["test_accuracy_mean"], table["test_accuracy_std"], strict=True
-                )
-            ],
-            "test_f1_macro %": table["test_f1_macro_mean"].map(_pct),
-            "val_accuracy_mean %": table["val_accuracy_mean"].map(_pct),
-            "n_params": table["n_params"].map(lambda v: MISSING if pd.isna(v) else f"{v:,.0f}"),
-            "train_time_s_mean": table["train_time_s_mean"].map(
-                lambda v: MISSING if pd.isna(v) else f"{v:.1f}"
-            ),
-        }
+def load_references(path: Path = REFERENCES_FILE) -> pd.DataFrame:
+    """Published numbers (percent) from the reports and papers in ../shared/NOTES.md, with
+    what is known to be wrong with each (`validity`) and the registry model they concern."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False).assign(
+        value=lambda f: f["value"].astype(float)
     )
-    if sort_column not in (
-        "test_accuracy_mean",
-        "val_accuracy_mean",
-        "n_params",
-        "train_time_s_mean",
-    ):
-        out.insert(
-            4, sort_column, table[sort_column].map(lambda v: MISSING if pd.isna(v) else f"{v:.4g}")
+
+
+REFERENCES = load_references()
+
+
+def _versus(row: pd.Series, refs: list[dict]) -> dict[str, str]:
+    seeds = _seeds(row)
+    low, high = (100 * min(seeds), 100 * max(seeds)) if seeds else (np.nan, np.nan)
+    published, versus, within = [], [], []
+    for ref in refs:
+        value = float(ref["value"])
+        published.append(
+            f"{value:g} ({ref['source']}, {ref['metric']}{', ' + ref['setting'] if ref['setting'] else ''})"
         )
-    out["pareto"] = [
-        ", ".join(n for n, f in (("size", s), ("time", t)) if f)
-        for s, t in zip(table["pareto_size"], table["pareto_time"], strict=True)
+        versus.append(f"{100 * row['test_accuracy_mean'] - value:+.2f}")
+        within.append("one seed" if len(seeds) < 2 else ("yes" if low <= value <= high else "no"))
+    return {
+        "published": "; ".join(published),
+        "ours_minus_published": "; ".join(versus),
+        "published_within_seeds": "; ".join(within),
+    }
+
+
+def attach_references(table: pd.DataFrame, by_key: dict[str, list[dict]]) -> pd.DataFrame:
+    """Each row that reproduces a published configuration (by config key) gets the published
+    number(s), ours (mean test accuracy, points) minus it, and whether it lies within our
+    seeds' range (min..max of the per-seed test accuracies)."""
+    out = table.copy()
+    columns = ("published", "ours_minus_published", "published_within_seeds")
+    found = [
+        _versus(r, by_key[r["config_key"]]) if r["config_key"] in by_key else {}
+        for _, r in out.iterrows()
     ]
-    if "note_vs_next" in table:
-        out["note_vs_next"] = table["note_vs_next"].fillna("")
+    for column in columns:
+        out[column] = pd.Series([f.get(column, "") for f in found], index=out.index, dtype=object)
     return out
-
-
-def _champion_text(best: pd.Series | None) -> str:
-    if best is None:
-        return (
-            "none (no evaluated run with a validation accuracy on the official data with the"
-            " full training split)"
-        )
-    return (
-        f"{best['model']} ({best['config_label']}), chosen by validation accuracy, never by"
-        f" test accuracy: val {_pct(best['val_accuracy_mean'])}%, test"
-        f" {_pct(best['test_accuracy_mean'])} ± {_pct(best['test_accuracy_std'])}% over"
-        f" {best['n_seeds']} seed(s); best run {best['best_run_id']}"
-    )
-
-
-def _section_intro(name: str, table: pd.DataFrame) -> str:
-    metric = table.attrs.get("metric", "test_accuracy")
-    text = (
-        f"Ranked by the mean {metric} over seeds (mean ± sample std, ddof=1; {MISSING} for one"
-        " seed). Each configuration's best run is chosen by validation accuracy; note_vs_next"
-        " is McNemar's test of that run against the next row's best run on the same images."
-    )
-    if name != MAIN_SECTION:
-        text = (
-            "Kept apart from the main section (other data, training subset or test set): its"
-            " ranks are not comparable with the main section's. " + text
-        )
-    return text
-
-
-def _commands(table: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """(rank, command, detail) per row: how to reproduce the row's best run."""
-    return [
-        (
-            str(r["rank"]),
-            r["command"] or "(command not recorded)",
-            f"best run {r['best_run_id']}, code {r['code_version'] or 'unknown'}",
-        )
-        for _, r in table.iterrows()
-    ]
-
-
-def _blocks(sections, unranked_runs, references, best) -> list[tuple]:
-    """The report as a list of blocks, rendered by to_markdown and to_html alike."""
-    blocks = [("h1", "Fashion-MNIST leaderboard"), ("p", "Champion", _champion_text(best))]
-    for name, table in sections.items():
-        blocks += [("h2", name), ("p", "", _section_intro(name, table))]
-        if table.empty:
-            blocks.append(("p", "", "No evaluated runs."))
-            continue
-        blocks += [("table", _display(table)), ("commands", _commands(table))]
-    blocks.append(("h2", "Not ranked: failed, killed, running, unevaluated or superseded runs"))
-    if unranked_runs is None or unranked_runs.empty:
-        blocks.append(("p", "", "None."))
-    else:
-        shown = unranked_runs.drop(columns=["start_time"], errors="ignore")
-        blocks.append(("table", _strings(shown)))
-    blocks += [
-        ("h2", "Published reference numbers (not produced by this pipeline)"),
-        ("p", "", "Figures copied from the reports and papers in NOTES.md (percent). None was"
-         " produced by this pipeline, settings differ, and several are known to be wrong:"
-         " read the validity column before comparing."),
-        ("table", references.assign(value=references["value"].map("{:g}".format)).astype(str)),
-    ]  # fmt: skip
-    return blocks
-
-
-def _md_cell(text: str) -> str:
-    # A bare '|' (config labels contain one) would split a Markdown table cell.
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(
-    sections: dict[str, pd.DataFrame],
-    unranked: pd.DataFrame,
-    references: pd.DataFrame,
-    champion: pd.Series | None,
-) -> str:
-    """The leaderboard as Markdown (leaderboard.md)."""
-    lines = []
-    for block in _blocks(sections, unranked, references, champion):
-        kind = block[0]
-        if kind == "h1":
-            lines += [f"# {block[1]}", ""]
-        elif kind == "h2":
-            lines += [f"## {block[1]}", ""]
-        elif kind == "p":
-            lead = f"**{block[1]}:** " if block[1] else ""
-            lines += [lead + block[2], ""]
-        elif kind == "table":
-            cells = block[1].map(_md_cell).rename(columns=_md_cell)
-            lines += [cells.to_markdown(index=False, disable_numparse=True), ""]
-        else:
-            lines += [f"{rank}. `{cmd}`: {detail}" for rank, cmd, detail in block[1]] + [""]
-    return "\n".join(lines)
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 110rem; }
-h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
-table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: left; vertical-align: top; }
-th { background: #f0f0f0; } tr:nth-child(even) td { background: #fafafa; }
-code { font-size: 0.8rem; background: #f4f4f4; padding: 0 0.2rem; }
-"""
-
-
-def to_html(
-    sections: dict[str, pd.DataFrame],
-    unranked: pd.DataFrame,
-    references: pd.DataFrame,
-    champion: pd.Series | None,
-) -> str:
-    """The leaderboard as a standalone HTML page (leaderboard.html): inline CSS, no links."""
-    body = []
-    for block in _blocks(sections, unranked, references, champion):
-        kind, esc = block[0], html.escape
-        if kind in ("h1", "h2"):
-            body.append(f"<{kind}>{esc(block[1])}</{kind}>")
-        elif kind == "p":
-            lead = f"<strong>{esc(block[1])}:</strong> " if block[1] else ""
-            body.append(f"<p>{lead}{esc(block[2])}</p>")
-        elif kind == "table":
-            body.append(block[1].to_html(index=False, escape=True, border=0))
-        else:
-            items = "".join(
-                f'<li value="{esc(rank)}"><code>{esc(cmd)}</code>: {esc(detail)}</li>'
-                for rank, cmd, detail in block[1]
-            )
-            body.append(f"<ol>{items}</ol>")
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>Fashion-MNIST leaderboard</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body>\n</html>\n"
-    )
-
-
-def to_csv_frame(sections: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """All sections stacked (leaderboard.csv), the section name in the first column."""
-    frames = [table.assign(section=name) for name, table in sections.items() if not table.empty]
-    if not frames:
-        return pd.DataFrame(columns=["section", *TABLE_COLUMNS])
-    out = pd.concat(frames, ignore_index=True)
-    return out[["section", *(c for c in out if c != "section")]]

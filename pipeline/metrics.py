@@ -44,8 +44,8 @@ def _as_proba(proba: np.ndarray) -> np.ndarray:
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, prefix: str) -> dict[str, float]:
     """All scalar metrics of one split, keyed `{prefix}_<name>` (INTERFACE.md spelling).
 
-    Note for the validation split: `val_accuracy` and `val_loss` are also the per-epoch
-    series, which the caller must not overwrite (drop those two keys before logging).
+    `{prefix}_log_loss` is the log loss for every model; the model's own training loss on
+    the split is `training_loss` (val_loss during training is that one, not log loss).
     """
     y_true = np.asarray(y_true)
     proba = _as_proba(proba)
@@ -55,7 +55,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, prefix: str) -
         "accuracy": accuracy,
         # sklearn clips probabilities to [eps, 1 - eps] (float64 eps), so a zero on the true
         # class costs ~36 nats instead of infinity.
-        "loss": skm.log_loss(y_true, proba, labels=LABELS),
+        "log_loss": skm.log_loss(y_true, proba, labels=LABELS),
         "top2_accuracy": skm.top_k_accuracy_score(y_true, proba, k=2, labels=LABELS),
         "roc_auc_macro": _roc_auc_macro(y_true, proba),
         "ece": expected_calibration_error(y_true, proba),
@@ -64,6 +64,25 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, prefix: str) -
     low, high = accuracy_interval(int(np.sum(y_pred == y_true)), len(y_true))
     out |= {"accuracy_ci_low": low, "accuracy_ci_high": high}
     return {f"{prefix}_{name}": float(value) for name, value in out.items()}
+
+
+def training_loss(
+    y_true: np.ndarray, proba: np.ndarray, loss: str, label_smoothing: float = 0.0
+) -> float:
+    """The loss a model was trained with (pipeline.engine.make_loss), from probabilities:
+    ce with label smoothing as torch computes it, nll (= log loss), mse of the probabilities
+    against one-hot targets averaged over every element. scikit-learn baselines: log loss."""
+    y_true = np.asarray(y_true)
+    proba = _as_proba(proba)
+    log_p = np.log(np.clip(proba, np.finfo(np.float64).eps, 1.0))
+    nll = -log_p[np.arange(len(y_true)), y_true]
+    if loss == "mse":
+        one_hot = np.eye(NUM_CLASSES)[y_true]
+        return float(np.mean((proba - one_hot) ** 2))
+    if loss == "ce" and label_smoothing:
+        # torch: (1 - e) * nll + e * mean over classes of -log p_k
+        return float(np.mean((1 - label_smoothing) * nll - label_smoothing * log_p.mean(axis=1)))
+    return float(np.mean(nll))
 
 
 def _precision_recall_f1(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -205,6 +224,28 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
     statistic = (abs(b - c) - 1) ** 2 / (b + c)
     p_value = stats.chi2.sf(statistic, df=1)
     return {"b": b, "c": c, "statistic": statistic, "p_value": float(p_value), "method": "chi2"}
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Welch's t-test (unequal variances) of two samples, e.g. per-seed test accuracies of
+    two configurations: t statistic, two-sided p value, degrees of freedom."""
+    result = stats.ttest_ind(np.asarray(a, float), np.asarray(b, float), equal_var=False)
+    return {"statistic": float(result.statistic), "p_value": float(result.pvalue), "df": float(result.df)}
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment of several p values (family-wise error); NaN stays NaN.
+
+    Sorted ascending, the i-th of m is multiplied by (m - i), made non-decreasing, capped at 1.
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full_like(p, np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m = len(order)
+    adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
 
 
 def predictions_frame(y_true: np.ndarray, proba: np.ndarray) -> pd.DataFrame:

@@ -152,14 +152,13 @@ def real_data() -> Path:
 def real_prepared(real_data, tmp_path_factory) -> Path:
     """A data directory (for FMB_DATA_DIR) holding the real data prepared once per session
     with the default split, so tests that train on real data skip the preparation."""
-    from pipeline import config
-    from pipeline.steps.prepare import prepare
+    from pipeline import data
 
     directory = tmp_path_factory.mktemp("real-prepared")
     before = os.environ.get("FMB_DATA_DIR")
     os.environ["FMB_DATA_DIR"] = str(directory)
     try:
-        prepare(config.PrepareConfig(source=str(real_data)), log=False)
+        data.write_cache(data.load_raw(real_data), 0.1, 42)
     finally:
         if before is None:
             os.environ.pop("FMB_DATA_DIR")

@@ -131,7 +131,7 @@ def test_a_failed_prepare_keeps_the_previous_cache(tmp_path, stores):
     [
         (["--val_fraction", "0"], "val_fraction"),
         (["--val_fraction", "1.5"], "val_fraction"),
-        (["--seed", "abc"], "seed"),
+        (["--split_seed", "abc"], "split_seed"),
         (["--source", "/nonexistent/dir"], "not a directory"),
         (["--allow_unofficial", "maybe"], "true or false"),
     ],
@@ -181,3 +181,32 @@ def test_prepare_real_data_through_mlflow_run(real_data, tmp_path, stores):
     caches = list((tmp_path / "data" / "prepared").iterdir())
     assert len(caches) == 1 and (caches[0] / "split.npz").is_file()
     shutil.rmtree(tmp_path / "data")
+
+
+def test_the_digest_covers_the_split_itself(tmp_path, monkeypatch):
+    """Another scikit-learn release could draw another split from the same seed: the digest
+    hashes the split's indices, so that split gets another digest and another cache."""
+    monkeypatch.setenv("FMB_DATA_DIR", str(tmp_path / "data"))
+    raw = data.load_raw(write_dataset(tmp_path / "idx"), allow_unofficial=True)
+    first, manifest, _ = data.write_cache(raw, 0.1, 42)
+    train, val = data.stratified_split(raw.files["train_labels"].array, 0.1, 42)
+    assert manifest["split_sha256"] == data.split_sha256(train, val)
+    original = data.stratified_split
+
+    def other_release(labels, val_fraction, seed):  # same settings, another draw
+        return original(labels, val_fraction, seed + 1)
+
+    monkeypatch.setattr(data, "stratified_split", other_release)
+    second, other, reused = data.write_cache(raw, 0.1, 42)
+    assert not reused and second != first and other["digest"] != manifest["digest"]
+
+
+def test_a_cache_of_the_old_format_is_prepared_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMB_DATA_DIR", str(tmp_path / "data"))
+    raw = data.load_raw(write_dataset(tmp_path / "idx"), allow_unofficial=True)
+    directory, manifest, _ = data.write_cache(raw, 0.1, 42)
+    old = {**manifest, "format": 1}  # written by 0.1, whose digest did not cover the split
+    (directory / "manifest.json").write_text(json.dumps(old))
+    assert data.read_manifest(directory) is None and data.find_cache(manifest["digest"]) is None
+    again, fresh, reused = data.write_cache(raw, 0.1, 42)
+    assert not reused and again == directory and fresh["format"] == data.CACHE_FORMAT

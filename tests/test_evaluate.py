@@ -18,8 +18,7 @@ import test_pipeline as tp
 from conftest import run_step
 from sklearn.metrics import accuracy_score
 
-from pipeline import config
-from pipeline.steps import evaluate
+from pipeline import cli, config, evaluation
 
 CONTRACT_TEST_KEYS = {
     "test_accuracy",
@@ -183,7 +182,7 @@ def test_tta_flip_adds_its_own_keys_and_keeps_test_accuracy(tiny_sqlite, monkeyp
     rid, before = run.info.run_id, run.data.metrics
     assert not any(k.startswith("test_tta_") for k in before)
     with tracking_to(tiny_sqlite.uri):
-        values = evaluate.evaluate_run(rid, tta="flip")
+        values = evaluation.evaluate(evaluation.check(rid), tta="flip")
     after = client.get_run(rid).data.metrics
     new = set(after) - set(before)
     assert new and all(k.startswith("test_tta_flip_") for k in new), sorted(new)
@@ -232,32 +231,36 @@ def test_a_run_that_is_no_train_run_is_refused(tiny_sqlite, which):
 )
 def test_bad_values_are_refused_by_the_parser(args, word, capsys):
     with pytest.raises(SystemExit) as exc:
-        evaluate.get_args_parser().parse_args(args)
+        cli.parse("evaluate", args)
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and word in err
 
 
 def test_run_ids_are_normalised():
-    parse = evaluate.get_args_parser().parse_args
-    assert parse([]).run_id == "latest"
-    assert parse(["--run_id", " ABC1 , abc2,abc1 "]).run_id == "abc1,abc2"
+    a, b = "ab" * 16, "12" * 16
+
+    def parse(args):
+        return cli.parse("evaluate", args).run_id
+
+    assert parse([]) == "latest"
+    assert parse(["--run_id", f" {a.upper()} , {b},{a} "]) == f"{a},{b}"
 
 
 @pytest.fixture
 def unofficial_run(tiny_idx_dir, stores) -> str:
     """A finished mlp train run on synthetic IDX files prepared with allow_unofficial=true
     (in-process: no Python start), in this test's own store."""
-    from pipeline.steps.prepare import prepare
-    from pipeline.steps.train import train
+    from pipeline import data, fit
 
     with tracking_to(stores["MLFLOW_TRACKING_URI"]):
-        _, manifest = prepare(
-            config.PrepareConfig(source=str(tiny_idx_dir), allow_unofficial=True), log=False
-        )
+        raw = data.load_raw(tiny_idx_dir, allow_unofficial=True)
+        _, manifest, _ = data.write_cache(raw, 0.1, 42)
         assert not manifest["official"]
-        cfg = config.TrainConfig(model="mlp", epochs=1, batch_size=64, dataset=manifest["digest"])
-        rid, _ = train(cfg)
+        settings = config.TrainSettings(
+            model="mlp", epochs=1, batch_size=64, dataset=manifest["digest"]
+        )
+        rid, _ = fit.run(fit.prepare(settings))
     return rid
 
 
@@ -274,7 +277,7 @@ def test_an_unofficial_test_set_is_refused_unless_allowed(unofficial_run, stores
     assert steps == ["train"]  # no evaluate run was started
     # allowed: evaluated, and marked so that the leaderboard keeps it apart
     with tracking_to(stores["MLFLOW_TRACKING_URI"]):
-        values = evaluate.evaluate_run(unofficial_run, allow_unofficial=True)
+        values = evaluation.evaluate(evaluation.check(unofficial_run, allow_unofficial=True))
     run = client.get_run(unofficial_run)
     assert run.data.tags["test.official"] == "false" and run.data.tags["evaluated"] == "true"
     assert run.data.metrics["test_accuracy"] == values["test_accuracy"]

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from pipeline import leaderboard as lb
+from pipeline import report
 from pipeline.config import MODEL_NAMES
 
 OFFICIAL = "a" * 64
@@ -112,20 +113,26 @@ def test_records_keep_train_runs_with_plain_names():
 def test_missing_columns_are_tolerated(runs):
     recs = lb.records(runs)
     secs = lb.sections(recs)
-    assert list(secs) == [lb.MAIN_SECTION] and secs[lb.MAIN_SECTION].empty
-    assert lb.champion(secs[lb.MAIN_SECTION]) is None
+    (main,) = secs
+    assert main.main and main.name == lb.MAIN_SECTION and secs[main].empty
+    assert lb.champion(secs[main]) is None
     assert len(lb.unranked(recs)) == len(recs)
-    text = lb.to_markdown(secs, lb.unranked(recs), lb.REFERENCES, None)
+    text = report.to_markdown(secs, lb.unranked(recs), lb.REFERENCES, None)
     assert "No evaluated runs." in text
-    assert lb.to_csv_frame(secs).empty
+    assert report.to_csv_frame(secs).empty
 
 
-def test_config_key_falls_back_to_parameters_without_seed():
-    rows = [scored(f"r{s}", 0.9, 0.9, seed=s) for s in (1, 2)] + [scored("x", 0.8, 0.8)]
+def named(secs: dict) -> dict:
+    """Sections by their printed names (for assertions only: code matches typed fields)."""
+    return {section.name: table for section, table in secs.items()}
+
+
+def test_a_run_without_config_key_is_a_configuration_of_its_own():
+    rows = [scored(f"r{s}", 0.9, 0.9, seed=s) for s in (1, 2)]
     runs = frame(*rows).drop(columns=["tags.config.key"])
-    runs.loc[2, "params.model"] = "mlp"
     recs = lb.records(runs)
-    assert recs["config_key"][0] == recs["config_key"][1] != recs["config_key"][2]
+    assert recs["config_key"].tolist() == ["run:r1", "run:r2"]
+    assert lb.aggregate(recs)["n_seeds"].tolist() == [1, 1]
 
 
 # --- aggregation --------------------------------------------------------------------------
@@ -146,7 +153,7 @@ def test_mean_std_and_count_over_seeds():
     assert first["best_run_id"] == "a1"  # best validation (0.93), not best test (a2, 0.95)
     assert first["command"].endswith("--seed 1")
     assert single["n_seeds"] == 1 and math.isnan(single["test_accuracy_std"])
-    assert "80.00 ± –" in lb.to_markdown({lb.MAIN_SECTION: table}, None, lb.REFERENCES, None)
+    assert "80.00 ± –" in report.to_markdown({lb.main_section(): table}, None, lb.REFERENCES, None)
     names = [c for c in table if c.endswith(("_mean", "_std"))]
     assert all(c.startswith(("test_", "val_", "train_")) for c in names)
 
@@ -206,7 +213,8 @@ def test_other_data_subsets_and_test_sets_get_their_own_sections():
         scored("tst", 0.99, 0.99, key="k-t", test_official="false"),
     ]
     secs = lb.sections(lb.records(frame(*rows)))
-    assert list(secs)[0] == lb.MAIN_SECTION
+    assert list(secs)[0].main
+    secs = named(secs)
     main = secs[lb.MAIN_SECTION]
     assert sorted(main["best_run_id"]) == ["m1", "m3"] and main["n_seeds"].tolist() == [2, 1]
     others = {
@@ -219,7 +227,7 @@ def test_other_data_subsets_and_test_sets_get_their_own_sections():
         f"unofficial data {UNOFFICIAL[:12]}": ["unoff"],
     }
     assert all(t["rank"].tolist() == [1] for name, t in secs.items() if name != lb.MAIN_SECTION)
-    stacked = lb.to_csv_frame(secs)
+    stacked = report.to_csv_frame(lb.sections(lb.records(frame(*rows))))
     assert stacked.columns[0] == "section" and len(stacked) == 6
     assert set(stacked["section"]) == set(secs)
 
@@ -227,7 +235,7 @@ def test_other_data_subsets_and_test_sets_get_their_own_sections():
 def test_main_section_uses_the_most_common_official_digest():
     rows = [scored(f"b{i}", 0.9, 0.9, seed=i, digest=OTHER_SPLIT) for i in range(3)]
     rows.append(scored("a", 0.99, 0.99, key="k2"))
-    secs = lb.sections(lb.records(frame(*rows)))
+    secs = named(lb.sections(lb.records(frame(*rows))))
     assert secs[lb.MAIN_SECTION]["best_run_id"].tolist() == ["b0"]
     assert f"official data, other split {OFFICIAL[:12]}" in secs
 
@@ -241,7 +249,7 @@ def test_failed_killed_running_unevaluated_runs_are_only_in_unranked():
         run("unevaluated", key="ku", evaluated=False, best_val_accuracy=0.99),
     ]
     recs = lb.records(frame(*rows))
-    ranked = lb.to_csv_frame(lb.sections(recs))
+    ranked = report.to_csv_frame(lb.sections(recs))
     assert ranked["best_run_id"].tolist() == ["ok"]
     out = lb.unranked(recs).set_index("run_id")
     assert sorted(out.index) == ["failed", "killed", "running", "unevaluated"]
@@ -262,22 +270,29 @@ def test_champion_is_chosen_by_validation_not_test():
         scored("test-best2", 0.95, 0.90, key="k-test", seed=2),
         scored("val-best", 0.90, 0.94, key="k-val"),
     ]
-    main = lb.sections(lb.records(frame(*rows)))[lb.MAIN_SECTION]
+    main = named(lb.sections(lb.records(frame(*rows))))[lb.MAIN_SECTION]
     assert main["best_run_id"].iloc[0] == "test-best"  # rank 1 by test accuracy
     best = lb.champion(main)
     assert best["best_run_id"] == "val-best" and best["rank"] == 2
 
 
-def test_champion_tie_prefers_more_seeds_then_lower_rank():
+def test_champion_ties_are_broken_on_validation_then_size_then_key():
+    """Validation accuracies are multiples of 1/6000: ties happen. They are broken by the
+    validation log loss, then fewer parameters, then the key; never by test accuracy."""
+    tie = {"val_log_loss": 0.30, "n_params": 1000.0}
     rows = [
-        scored("one", 0.95, 0.92, key="k1"),
-        scored("two-a", 0.90, 0.92, key="k2", seed=1),
-        scored("two-b", 0.90, 0.92, key="k2", seed=2),
-        scored("one-low", 0.80, 0.92, key="k3"),
+        scored("test-best", 0.99, 0.92, key="k1", **tie),
+        scored("lower-loss", 0.80, 0.92, key="k2", **(tie | {"val_log_loss": 0.29})),
+        scored("smaller", 0.81, 0.92, key="k3", **(tie | {"n_params": 10.0})),
+        scored("key-a", 0.70, 0.92, key="k0", **tie),
     ]
-    main = lb.sections(lb.records(frame(*rows)))[lb.MAIN_SECTION]
-    assert lb.champion(main)["best_run_id"] == "two-a"
-    assert lb.champion(main[main["n_seeds"] == 1])["best_run_id"] == "one"
+    main = named(lb.sections(lb.records(frame(*rows))))[lb.MAIN_SECTION]
+    assert main["best_run_id"].iloc[0] == "test-best"
+    assert lb.champion(main)["best_run_id"] == "lower-loss"
+    main = main[main["best_run_id"] != "lower-loss"]
+    assert lb.champion(main)["best_run_id"] == "smaller"
+    main = main[main["best_run_id"] != "smaller"]
+    assert lb.champion(main)["best_run_id"] == "key-a"  # k0 < k1: the test-best run loses
 
 
 # --- significance --------------------------------------------------------------------------
@@ -291,7 +306,7 @@ def worse_copy(a: np.ndarray, only_a: int, only_other: int) -> np.ndarray:
     return other
 
 
-def test_mcnemar_column_matches_binomtest():
+def test_single_seed_rows_use_mcnemar_holm_corrected():
     first = np.random.default_rng(0).random(10_000) < 0.9  # (10000,) bool
     second = worse_copy(first, 15, 3)  # b=15, c=3: significant
     third = worse_copy(second, 5, 4)  # b=5, c=4: not significant
@@ -310,19 +325,35 @@ def test_mcnemar_column_matches_binomtest():
 
     table = lb.aggregate(lb.records(frame(*rows)))
     out = lb.add_significance(table, load)
+    raw = []
     for i, (a, b) in enumerate([(first, second), (second, third)]):
         only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
         assert only_a + only_b < 25  # the exact test's regime
-        reference = stats.binomtest(only_a, only_a + only_b, 0.5).pvalue
-        assert out["mcnemar_p_vs_next"][i] == pytest.approx(reference)
-    assert out["note_vs_next"][0].startswith("significantly better than the next row (p=")
-    p1 = out["mcnemar_p_vs_next"][1]
-    assert p1 >= 0.05 and out["note_vs_next"][1] == (
-        f"not significantly different from the next row (p={p1:.2g})"
-    )
-    assert math.isnan(out["mcnemar_p_vs_next"][2]) and "unavailable" in out["note_vs_next"][2]
-    assert math.isnan(out["mcnemar_p_vs_next"][3]) and out["note_vs_next"][3] == ""
-    assert "mcnemar_p_vs_next" not in table  # the input is not modified
+        raw.append(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+        assert out["p_vs_next"][i] == pytest.approx(raw[i])
+        assert out["test_vs_next"][i] == "McNemar, best run vs best run"
+    # Holm over the two available tests: the smaller p doubled, the larger kept (monotone)
+    holm = [min(1, 2 * min(raw)), max(2 * min(raw), max(raw))]
+    assert out["p_vs_next_holm"][:2].tolist() == pytest.approx(holm)
+    assert out["note_vs_next"][0].startswith("significantly better than the next row (McNemar")
+    assert out["note_vs_next"][1].startswith("not significantly different from the next row")
+    assert math.isnan(out["p_vs_next"][2]) and "unavailable" in out["note_vs_next"][2]
+    assert math.isnan(out["p_vs_next"][3]) and out["note_vs_next"][3] == ""
+    assert "p_vs_next" not in table  # the input is not modified
+
+
+def test_rows_with_several_seeds_use_welch_on_per_seed_accuracies():
+    a, b, c = [0.930, 0.932, 0.931], [0.900, 0.902, 0.899], [0.898, 0.903, 0.897]
+    rows = [scored(f"a{i}", t, 0.9, key="ka", seed=i) for i, t in enumerate(a)]
+    rows += [scored(f"b{i}", t, 0.9, key="kb", seed=i) for i, t in enumerate(b)]
+    rows += [scored(f"c{i}", t, 0.9, key="kc", seed=i) for i, t in enumerate(c)]
+    table = lb.aggregate(lb.records(frame(*rows)))
+    out = lb.add_significance(table, lambda _: pytest.fail("McNemar used for multi-seed rows"))
+    for i, (x, y) in enumerate([(a, b), (b, c)]):
+        reference = stats.ttest_ind(x, y, equal_var=False).pvalue
+        assert out["p_vs_next"][i] == pytest.approx(reference)
+        assert out["test_vs_next"][i] == "Welch t, 3 vs 3 seeds"
+    assert out["note_vs_next"][0].startswith("significantly better")
 
 
 # --- rendering and references --------------------------------------------------------------
@@ -337,12 +368,10 @@ def test_markdown_and_html_hold_sections_champion_and_references():
     ]
     recs = lb.records(frame(*rows))
     secs = lb.sections(recs)
-    secs = {
-        name: lb.add_significance(t, lambda _: np.ones(10_000, bool)) for name, t in secs.items()
-    }
-    best = lb.champion(secs[lb.MAIN_SECTION])
-    md = lb.to_markdown(secs, lb.unranked(recs), lb.REFERENCES, best)
-    page = lb.to_html(secs, lb.unranked(recs), lb.REFERENCES, best)
+    secs = {key: lb.add_significance(t, lambda _: np.ones(10_000, bool)) for key, t in secs.items()}
+    best = lb.champion(next(t for key, t in secs.items() if key.main))
+    md = report.to_markdown(secs, lb.unranked(recs), lb.REFERENCES, best)
+    page = report.to_html(secs, lb.unranked(recs), lb.REFERENCES, best)
     for text in (md, page):
         assert "Fashion-MNIST leaderboard" in text
         assert lb.MAIN_SECTION in text and "official data, training subset 5000" in text
@@ -350,7 +379,8 @@ def test_markdown_and_html_hold_sections_champion_and_references():
         assert "Published reference numbers (not produced by this pipeline)" in text
         assert "91.23 ± –" in text and "dead" in text and "99.43" in text
         assert "92.00" in text  # formatted strings are kept, not re-parsed as numbers
-        assert "not significantly different from the next row (p=1)" in text
+        assert "not significantly different from the next row (McNemar" in text
+        assert "Holm" in text and "Welch" in text  # the method, written under each table
     assert "lenet5 \\| adam" in md  # a bare '|' would split the table cell
     assert md.index(lb.MAIN_SECTION) < md.index("training subset 5000") < md.index("Published")
     assert page.startswith("<!DOCTYPE html>") and "<style>" in page
@@ -375,3 +405,29 @@ def test_references_flag_invalid_numbers_and_hold_the_paper_baselines():
     ).all()  # fmt: skip
     unverified = refs[refs["source"] == "zalando README benchmark list"]
     assert (unverified["validity"] == "unverified by its maintainers").all()
+
+
+def test_reproductions_show_the_published_number_beside_ours():
+    rows = [scored(f"r{i}", t, 0.9, key="k-repro", seed=i) for i, t in enumerate([0.921, 0.925])]
+    rows += [scored("single", 0.95, 0.9, key="k-one"), scored("other", 0.80, 0.8, key="k-none")]
+    table = lb.aggregate(lb.records(frame(*rows)))
+    refs = {
+        "k-repro": [
+            {
+                "source": "004 (PyTorch)",
+                "metric": "test accuracy",
+                "setting": "baseline",
+                "value": 92.28,
+            },
+            {"source": "004 (PyTorch)", "metric": "test accuracy", "setting": "", "value": 93.0},
+        ],
+        "k-one": [{"source": "003", "metric": "test accuracy", "setting": "", "value": 94.0}],
+    }
+    out = lb.attach_references(table, refs).set_index("best_run_id")
+    assert out.loc["r0", "published"].startswith("92.28 (004 (PyTorch), test accuracy, baseline)")
+    assert out.loc["r0", "ours_minus_published"] == "+0.02; -0.70"  # mean 92.30
+    assert out.loc["r0", "published_within_seeds"] == "yes; no"  # our seeds: 92.1..92.5
+    assert out.loc["single", "published_within_seeds"] == "one seed"
+    assert out.loc["other", "published"] == ""
+    shown = report.to_markdown({lb.main_section(): out.reset_index()}, None, lb.REFERENCES, None)
+    assert "published within our seeds' range" in shown and "+0.02; -0.70" in shown

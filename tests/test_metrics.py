@@ -39,7 +39,7 @@ def _label_reference(average: str | None, name: str):
 
 SCALAR_REFERENCES = {
     "test_accuracy": lambda y, p: skm.accuracy_score(y, p.argmax(1)),
-    "test_loss": lambda y, p: skm.log_loss(y, p, labels=LABELS),
+    "test_log_loss": lambda y, p: skm.log_loss(y, p, labels=LABELS),
     "test_top2_accuracy": lambda y, p: skm.top_k_accuracy_score(y, p, k=2, labels=LABELS),
     "test_roc_auc_macro": lambda y, p: skm.roc_auc_score(y, p, multi_class="ovr", labels=LABELS),
 } | {
@@ -53,6 +53,23 @@ SCALAR_REFERENCES = {
 def test_scalar_metric_matches_sklearn(predictions, computed, key):
     # rel 1e-5: the reference sees the float32 rows as given, we compute in float64.
     assert computed[key] == pytest.approx(SCALAR_REFERENCES[key](*predictions), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss, smoothing", [("ce", 0.0), ("ce", 0.1), ("nll", 0.0), ("mse", 0.0)])
+def test_training_loss_matches_the_engines_loss(loss, smoothing):
+    """test_loss is the model's own training loss on test: the engine's loss on logits."""
+    import torch
+
+    from pipeline import engine
+
+    rng = np.random.default_rng(1)
+    logits = torch.tensor(rng.normal(size=(200, NUM_CLASSES)) * 2, dtype=torch.float64)
+    y = torch.tensor(rng.integers(0, NUM_CLASSES, size=200))
+    expected = float(engine.make_loss(loss, smoothing)(logits, y))
+    proba = torch.softmax(logits, dim=1).numpy()
+    assert metrics.training_loss(y.numpy(), proba, loss, smoothing) == pytest.approx(
+        expected, rel=1e-9
+    )
 
 
 @pytest.mark.parametrize("name", ["precision", "recall", "f1"])
@@ -254,3 +271,18 @@ def test_predictions_frame_agrees_with_confusion(predictions):
 )
 def test_pareto_front(xs, ys, expected):
     assert metrics.pareto_front(xs, ys) == expected
+
+
+def test_holm_matches_a_hand_computation():
+    # m = 4 (NaN excluded): sorted 0.01, 0.02, 0.03, 0.5 -> 0.04, 0.06, 0.06 (monotone), 0.5
+    out = metrics.holm([0.03, 0.01, np.nan, 0.5, 0.02])
+    assert out[[1, 4, 0, 3]] == pytest.approx([0.04, 0.06, 0.06, 0.5])
+    assert np.isnan(out[2])
+    assert metrics.holm([0.9, 0.8]).tolist() == [1.0, 1.0]  # 0.8 * 2 capped at 1; monotone
+
+
+def test_welch_matches_scipy():
+    a, b = [0.91, 0.92, 0.93], [0.90, 0.905, 0.899, 0.9]
+    assert metrics.welch(a, b)["p_value"] == pytest.approx(
+        stats.ttest_ind(a, b, equal_var=False).pvalue
+    )

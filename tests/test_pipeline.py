@@ -10,7 +10,6 @@ below, and those of test_evaluate.py, only read what they left behind.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import shlex
 import signal
@@ -459,7 +458,7 @@ def test_a_second_identical_run_reuses_every_finished_step(tiny_sqlite, tmp_path
     children = tiny_sqlite.children(second.info.run_id)
     assert [r.data.tags["pipeline.step"] for r in children] == ["compare"]
     assert second.data.tags["compare_run_id"] == children[0].info.run_id
-    assert "reusing finished run" in result.stdout and "already evaluated" in result.stdout
+    assert "reusing finished run" in result.stderr and "already evaluated" in result.stderr
     check_champion(tiny_sqlite)  # the same runs: the same champion
 
 
@@ -510,33 +509,26 @@ ENTRY_POINTS = sorted(mlproject_entry_points())
 
 
 def test_mlproject_has_an_entry_point_per_step():
-    from pipeline.steps import STEPS
-
-    assert set(ENTRY_POINTS) == set(STEPS)
+    assert set(ENTRY_POINTS) == set(config.STEPS)
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_every_mlproject_parameter_reaches_the_steps_parser(entry):
+    from pipeline import cli
+
     spec = mlproject_entry_points()[entry]
     params = spec.get("parameters", {})
     command = " ".join(spec["command"].split())
     for name in params:
         assert f"{{{name}}}" in command, f"{entry}: parameter {name} is not in the command"
-    values = {
-        name: str(p["default"]).lower() if isinstance(p["default"], bool) else str(p["default"])
-        for name, p in params.items()
-    }
-    argv = shlex.split(command.format(**values))
+    argv = shlex.split(command.format(**{name: p["default"] for name, p in params.items()}))
     assert argv[:4] == ["python", "-m", "pipeline", entry], argv
-    parser = importlib.import_module(f"pipeline.steps.{entry}").get_args_parser()
     try:
-        parsed = parser.parse_args(argv[4:])
+        settings = cli.parse(entry, argv[4:])
     except SystemExit as exc:  # the parser printed its one error line
         pytest.fail(f"{entry}: the defaults of MLproject are refused ({exc.code}): {argv[4:]}")
-    dests = {action.dest for action in parser._actions}
-    for name in params:
-        assert name in dests, f"{entry}: parameter {name} is no option of the step's parser"
-        assert hasattr(parsed, name)
+    assert settings == config.STEP_SETTINGS[entry]()  # the defaults are the settings' own
+    assert set(params) == {leaf.name for leaf in settings.leaves()}
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
@@ -554,42 +546,45 @@ def test_every_steps_help_lists_its_parameters(entry):
         assert f"--{name}" in result.stdout, f"{entry} -h does not mention {name}"
 
 
-# --- where the champion may come from (compare, no store) -----------------------------------
+# --- where the champion may come from (no store) ----------------------------------------------
 
 
-def section(val: float, *, official=True, test_official="true", subset=0) -> pd.DataFrame:
-    return pd.DataFrame(
+def section(val: float, *, official=True, test_official=True, subset=0, main=True):
+    from pipeline import leaderboard
+
+    key = leaderboard.Section("d" if main else "e", official, subset, test_official, main)
+    table = pd.DataFrame(
         {
             "rank": [1],
             "model": ["mlp"],
             "n_seeds": [2],
             "val_accuracy_mean": [val],
+            "val_log_loss_mean": [0.5],
+            "n_params": [100],
+            "config_key": ["k"],
             "best_run_id": [f"run-{val}"],
-            "official": [official],
-            "test_official": [test_official],
-            "subset": [subset],
         }
     )
+    return key, table
 
 
 def test_the_champion_comes_from_official_data_and_the_largest_subset():
     from pipeline import leaderboard
-    from pipeline.steps.compare import pick_champion
 
-    tables = {
-        leaderboard.MAIN_SECTION: section(0.5).iloc[:0],
-        "official data, other split abc, training subset 900": section(0.99, subset=900),
-        "official data, training subset 300": section(0.95, subset=300),
-        "official data, training subset 600": section(0.90, subset=600),
-        "official data, unofficial test set": section(0.999, test_official="false"),
-        "unofficial data def": section(0.999, official=False),
-    }
-    name, best = pick_champion(tables)
-    assert name == "official data, training subset 600" and best["best_run_id"] == "run-0.9"
-    tables[leaderboard.MAIN_SECTION] = section(0.8)
-    assert pick_champion(tables)[0] == leaderboard.MAIN_SECTION
-    only_unofficial = {k: v for k, v in tables.items() if "unofficial" in k}
-    assert pick_champion({leaderboard.MAIN_SECTION: section(0.5).iloc[:0], **only_unofficial}) == (
-        None,
-        None,
+    main_key, main_table = section(0.5)
+    tables = dict(
+        [
+            (main_key, main_table.iloc[:0]),
+            section(0.99, subset=900, main=False),
+            section(0.95, subset=300),
+            section(0.90, subset=600),
+            section(0.999, test_official=False),
+            section(0.999, official=False, main=False),
+        ]
     )
+    found, best = leaderboard.pick_champion(tables)
+    assert found.name == "official data, training subset 600" and best["best_run_id"] == "run-0.9"
+    tables[main_key] = main_table
+    assert leaderboard.pick_champion(tables)[0].main
+    unofficial = {k: v for k, v in tables.items() if not (k.official and k.test_official)}
+    assert leaderboard.pick_champion({main_key: main_table.iloc[:0], **unofficial}) == (None, None)

@@ -28,7 +28,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 TINY = ["--model", "mlp", "--subset", "300", "--batch_size", "64"]  # seconds per trial
 HEARTBEAT_S, GRACE_S = 2, 5  # the kill test's settings (defaults are 10 and 30 s)
 MAIN = {"model": "mlp", "epochs": 2, "subset": 300, "batch_size": 64}
-MAIN.update(n_trials=6, final_epochs=1, prune_all="true")  # odd trials pruned at epoch 1
+MAIN.update(n_trials=6, final_epochs=1, final_seeds=1, pruner="odd_trials")  # odd: pruned
 FINISHED = ("COMPLETE", "PRUNED")
 
 
@@ -39,7 +39,6 @@ FINISHED = ("COMPLETE", "PRUNED")
 def env(real_data, tmp_path_factory) -> dict[str, str]:
     """Store environment for the module's processes: data prepared, MLflow store created."""
     from pipeline import tracking
-    from pipeline.steps.prepare import prepare
 
     env = {**store_env(tmp_path_factory.mktemp("tune")), "FASHION_MNIST_DIR": str(real_data)}
     with pytest.MonkeyPatch.context() as patch:
@@ -47,7 +46,7 @@ def env(real_data, tmp_path_factory) -> dict[str, str]:
             patch.setenv(key, value)
         for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
             patch.delenv(key, raising=False)
-        _, manifest = prepare(config.PrepareConfig(source=str(real_data)), log=False)
+        _, manifest, _ = data.write_cache(data.load_raw(real_data), 0.1, 42)
         # parallel workers must not race to create the schema and the experiment
         import mlflow
 
@@ -101,7 +100,10 @@ def start_worker(args: list[str], env) -> subprocess.Popen:
 def check_trial_runs(env, study) -> dict:
     """Each started trial names exactly one child run of the study's parent, and back."""
     parent = study.user_attrs["mlflow_parent_run_id"]
-    started = [t for t in study.trials if t.state.name != "WAITING"]
+    # every trial that started training; a surplus trial ends FAIL before it has a run
+    started = [
+        t for t in study.trials if t.state.name != "WAITING" and not t.user_attrs.get("surplus")
+    ]
     ids = [t.user_attrs["mlflow_run_id"] for t in started]
     runs = runs_where(env, f"tags.`optuna.study` = '{study.study_name}'")
     children = {r.info.run_id: r for r in runs if r.data.tags["pipeline.step"] == "trial"}
@@ -150,15 +152,30 @@ def test_study_through_mlflow_run(main_study, env, tmp_path):
         assert {m.step: m.value for m in curve} == pytest.approx(trial.intermediate_values)
         assert len(curve) == (1 if trial.state.name == "PRUNED" else MAIN["epochs"])
     check_final_and_artifacts(env, study, parent, tmp_path)
+    # optuna-dashboard shows the metric's name and each trial links to its run
+    assert study.metric_names == ["val_accuracy"]
+    for trial in study.trials:
+        url = trial.user_attrs["mlflow_run_url"]
+        assert url.endswith(f"/runs/{trial.user_attrs['mlflow_run_id']}")
+    # the parent's best-so-far curve, one point per completed trial (step = trial number)
+    curve = client(env).get_metric_history(parent_id, "best_trial_val_accuracy")
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    points = {m.step: m.value for m in curve if m.step < len(study.trials)}
+    assert sorted(points) == [t.number for t in complete]
+    best = [max(t.value for t in complete if t.number <= n) for n in sorted(points)]
+    assert [points[n] for n in sorted(points)] == pytest.approx(best)
 
 
 def check_final_and_artifacts(env, study, parent, tmp_path):
     c = client(env)
-    final = c.get_run(parent.data.tags["tune.final_run_id"])
+    (final_id,) = parent.data.tags["tune.final_run_ids"].split(",")
+    final = c.get_run(final_id)
     assert final.data.tags["pipeline.step"] == "train" and final.info.status == "FINISHED"
     assert final.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert final.data.tags["evaluated"] == "true" and "test_accuracy" in final.data.metrics
     assert final.data.tags["tune.best_trial"] == str(study.best_trial.number)
+    assert final.data.tags["tune.tuned"] == "true"
+    assert final.data.params["seed"] == "43"  # trials train with seed 42: a fresh one
     assert {"final_test_accuracy", "final_val_accuracy", "n_pruned"} <= set(parent.data.metrics)
     names = {a.path for a in c.list_artifacts(parent.info.run_id)}
     plots = ("optimization_history", "param_importances", "parallel_coordinate")
@@ -185,7 +202,7 @@ def test_rerun_resumes_up_to_the_cap(main_study, env):
     assert len(workers) == 2
     rerun = next(r.data.tags for r in workers if r.info.run_id != parent)
     assert rerun["tune.role"] == "worker" and rerun["tune.parent_run_id"] == parent
-    args = ["--epochs", "2", "--n_trials", "7", "--final", "false", "--prune_all", "true"]
+    args = ["--epochs", "2", "--n_trials", "7", "--final", "false", "--pruner", "odd_trials"]
     more = run_step(["tune", *TINY, *args], env)  # a raised cap: exactly one more trial
     assert more.returncode == 0, more.stderr[-4000:]
     study = load_study(name, default_storage(env))
@@ -267,7 +284,7 @@ def test_parallel_workers_share_one_study(kind, env, tmp_path, request):
         _, stderr = worker.communicate(timeout=300)
         assert worker.returncode == 0, stderr[-4000:]
     study = load_study(name, storage)
-    assert n_trials <= len(finished(study)) <= n_trials + 1  # W=2 workers overshoot by <= 1
+    assert len(finished(study)) == n_trials  # exactly: a surplus trial never trains
     check_trial_runs(env, study)
     runs = runs_where(env, f"tags.`optuna.study` = '{name}' and tags.`pipeline.step` = 'tune'")
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
@@ -328,7 +345,8 @@ def test_killed_worker_trial_is_failed_closed_and_retried(env):
     assert retries[0].params == trial.params
     assert retries[0].user_attrs["mlflow_run_id"] != run_id
     dead = client(env).get_run(run_id)
-    assert dead.info.status == "FAILED" and dead.data.tags["trial.state"] == "FAIL"
+    # FAILED by the heartbeat check, or KILLED when the next step found its process gone
+    assert dead.info.status in ("FAILED", "KILLED") and dead.data.tags["trial.state"] == "FAIL"
     assert client(env).get_run(worker_run).info.status == "KILLED"
     assert len(finished(study)) == n_trials
     check_trial_runs(env, study)
@@ -340,8 +358,7 @@ def test_killed_worker_trial_is_failed_closed_and_retried(env):
 def test_search_never_opens_the_test_split_and_failed_trials_end_failed(env, monkeypatch):
     import mlflow
 
-    from pipeline.steps import train as train_step
-    from pipeline.steps import tune
+    from pipeline import cli, fit, study
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -352,33 +369,37 @@ def test_search_never_opens_the_test_split_and_failed_trials_end_failed(env, mon
     def forbidden(*args, **kwargs):
         raise AssertionError("the search opened the test split")
 
-    original_load, original_train = np.load, train_step.train
+    original_load, original_run = np.load, fit.run
 
     def guarded_load(path, *args, **kwargs):
         assert not str(path).endswith("test.npz"), f"the search read {path}"
         return original_load(path, *args, **kwargs)
 
-    def train_failing_trial_2(cfg, **kwargs):  # fails before train() opens the run
+    def run_failing_trial_2(job, **kwargs):  # fails before training opens the run
         if kwargs.get("tags", {}).get("trial.number") == "2":
             raise RuntimeError("broken configuration")
-        return original_train(cfg, **kwargs)
+        return original_run(job, **kwargs)
 
     monkeypatch.setattr(data, "load_test_split", forbidden)
     monkeypatch.setattr(np, "load", guarded_load)
-    monkeypatch.setattr(train_step, "train", train_failing_trial_2)
-    argv = [*TINY, "--epochs", "1", "--n_trials", "3", "--prune_all", "true", "--final", "false"]
-    args = tune.get_args_parser().parse_args([*argv, "--study_name", "in-process"])
-    assert tune.main(args) == 0
-    study = load_study("in-process", default_storage(env))
-    assert [t.state.name for t in study.trials] == ["COMPLETE", "PRUNED", "FAIL"]
-    runs = check_trial_runs(env, study)
-    for trial in study.trials:
+    monkeypatch.setattr(fit, "run", run_failing_trial_2)
+    argv = [*TINY, "--epochs", "1", "--n_trials", "3", "--pruner", "odd_trials", "--final", "false"]
+    study.tune(cli.parse("tune", [*argv, "--study_name", "in-process"]))
+    found = load_study("in-process", default_storage(env))
+    assert [t.state.name for t in found.trials] == ["COMPLETE", "PRUNED", "FAIL"]
+    runs = check_trial_runs(env, found)
+    for trial in found.trials:
         run = runs[trial.user_attrs["mlflow_run_id"]]
         assert run.data.tags["trial.state"] == trial.state.name
         assert run.info.status == ("FAILED" if trial.state.name == "FAIL" else "FINISHED")
         assert run.data.tags["dataset.digest"] == env["DIGEST"] and run.data.tags["code.version"]
+        assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.name"]
         checkpoint = Path(env["FMB_MLRUNS_DIR"]) / "checkpoints" / f"{run.info.run_id}.pt"
         assert not checkpoint.exists(), "a pruned or failed trial left its checkpoint"
+    assert (
+        "broken configuration"
+        in runs[found.trials[2].user_attrs["mlflow_run_id"]].data.tags["error"]
+    )
 
 
 # --- 5: bad input and help --------------------------------------------------------------
@@ -421,16 +442,16 @@ def test_help_documents_every_parameter():
     flags = {*entry["parameters"], "final", "final_epochs", "patience", "heartbeat_s", "grace_s"}
     for name in flags:
         assert f"--{name}" in result.stdout, f"--{name} missing from tune -h"
-    from pipeline.steps import tune
+    from pipeline import cli
 
-    for action in tune.get_args_parser()._actions:
+    for action in cli.parser_for("tune")._actions:
         if action.help != "==SUPPRESS==":
             assert action.help and len(action.help) > 10, action.option_strings
 
 
 def test_storage_urls_are_redacted():
-    from pipeline.steps import tune
+    from pipeline.values import redact
 
-    assert tune.redact("postgresql://me:pw@host:5432/db") == "postgresql://me:***@host:5432/db"
-    assert tune.redact("postgresql://me@host/db") == "postgresql://me@host/db"
-    assert tune.redact("journal:/tmp/a.log") == "journal:/tmp/a.log"
+    assert redact("postgresql://me:pw@host:5432/db") == "postgresql://me:***@host:5432/db"
+    assert redact("postgresql://me@host/db") == "postgresql://me@host/db"
+    assert redact("journal:/tmp/a.log") == "journal:/tmp/a.log"

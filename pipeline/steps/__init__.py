@@ -1,4 +1,3 @@
-"""The pipeline's steps: each module has `get_args_parser()` and `main(args)`; nothing runs at
-import, and nothing else in the package imports this one."""
-
-STEPS = ("prepare", "train", "tune", "evaluate", "compare", "main")
+"""The steps: each module's `main(settings)` wires one library job to its MLflow run and
+prints the result (progress on stderr, one JSON line last on stdout). `python -m pipeline`
+parses the settings first (pipeline/cli.py). No step imports another (tests/test_rules.py)."""

@@ -1,0 +1,166 @@
+"""Pruning efficiency: one fixed study run with each pruner over several sampler seeds.
+
+    python bench/bench_pruning.py                       # the fixed study below, 3 seeds
+    python bench/bench_pruning.py --trials 3 --epochs 2 --subset 300 --seeds 1 --allow-unofficial
+
+For each pruner (hyperband, median, none) and each seed: the study's best validation
+accuracy and the epochs it trained in all (a pruned trial stops early, so it costs fewer);
+then mean and sample std per pruner, and hyperband's best and epochs against no pruning.
+The study is the project's own: its search space (pipeline/study/space.py, space `base`),
+its pruners and samplers (pipeline/study/search.py) and the engine's Trainer, reporting
+validation accuracy after every epoch. MLflow is not involved (only the search is timed);
+the test split is never opened. Writes JSON (`--json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import optuna  # noqa: E402
+import torch  # noqa: E402
+
+from pipeline import config, data, engine, models  # noqa: E402
+from pipeline.study import search, space  # noqa: E402
+
+PRUNERS = ("hyperband", "median", "none")
+
+
+def objective(settings: config.TuneSettings, splits, counter: dict):
+    train, val = splits
+
+    def run(trial) -> float:
+        trial_settings = space.trial_settings(settings.base, space.suggest(trial, settings))
+        engine.seed_everything(trial_settings.seed, False)
+        model = models.build_model(trial_settings.model, **trial_settings.options)
+        device = torch.device("cpu")
+
+        def report(epoch: int, metrics: dict) -> None:
+            counter["epochs"] += 1
+            trial.report(metrics["val_accuracy"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        trainer = engine.Trainer(
+            model,
+            engine.DeviceSplit.from_split(train, device),
+            engine.DeviceSplit.from_split(val, device),
+            trial_settings,
+            device,
+            on_epoch_end=report,
+            progress=False,
+        )
+        return trainer.fit().best_val_accuracy
+
+    return run
+
+
+def one_study(settings: config.TuneSettings, pruner: str, seed: int, splits) -> dict:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    counter = {"epochs": 0}
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=search.SAMPLERS[settings.sampler](seed),
+        pruner=search.PRUNERS[pruner](),
+    )
+    study.enqueue_trial(space.defaults(settings))
+    started = time.perf_counter()
+    study.optimize(objective(settings, splits, counter), n_trials=settings.n_trials)
+    return {
+        "pruner": pruner,
+        "seed": seed,
+        "best_val_accuracy": study.best_value,
+        "epochs_trained": counter["epochs"],
+        "pruned_trials": sum(t.state.name == "PRUNED" for t in study.trials),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def summary(rows: list[dict]) -> dict:
+    out = {}
+    for pruner in PRUNERS:
+        mine = [r for r in rows if r["pruner"] == pruner]
+        if not mine:
+            continue
+        accs, epochs = [r["best_val_accuracy"] for r in mine], [r["epochs_trained"] for r in mine]
+        out[pruner] = {
+            "best_val_accuracy_mean": statistics.mean(accs),
+            "best_val_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else float("nan"),
+            "epochs_mean": statistics.mean(epochs),
+            "epochs_std": statistics.stdev(epochs) if len(epochs) > 1 else float("nan"),
+        }
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lenet5")
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=6, help="per trial (the pruners' resource)")
+    parser.add_argument("--subset", type=int, default=10_000, help="training images per trial")
+    parser.add_argument("--seeds", default="1,2,3", help="sampler seeds, comma-separated")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
+    parser.add_argument("--allow-unofficial", action="store_true", help="for tests: any IDX data")
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "bench_pruning.json"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base = {
+        "model": args.model,
+        "epochs": args.epochs,
+        "subset": args.subset,
+        "patience": args.epochs,
+    }
+    settings = config.TuneSettings.from_params({**base, "n_trials": args.trials})
+    try:
+        directory = data.ensure_prepared(allow_unofficial=args.allow_unofficial)
+        splits = data.train_and_val(directory, args.subset, settings.base.seed)
+    except data.DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"bench_pruning study: model={args.model} space={settings.space} trials={args.trials}"
+        f" epochs_per_trial={args.epochs} subset={args.subset} sampler={settings.sampler}"
+        f" seeds={args.seeds} threads={torch.get_num_threads()}",
+        flush=True,
+    )
+    rows = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for pruner in PRUNERS:
+            row = one_study(settings, pruner, seed, splits)
+            rows.append(row)
+            print(
+                f"pruner={pruner} seed={seed} best_val_accuracy={row['best_val_accuracy']:.4f}"
+                f" epochs_trained={row['epochs_trained']} pruned={row['pruned_trials']}"
+                f" seconds={row['seconds']:.1f}",
+                flush=True,
+            )
+    result = summary(rows)
+    for pruner, s in result.items():
+        print(
+            f"summary pruner={pruner} best_val_accuracy={s['best_val_accuracy_mean']:.4f}"
+            f"+-{s['best_val_accuracy_std']:.4f} epochs={s['epochs_mean']:.1f}+-{s['epochs_std']:.1f}"
+        )
+    if "hyperband" in result and "none" in result:
+        gap = 100 * (
+            result["none"]["best_val_accuracy_mean"] - result["hyperband"]["best_val_accuracy_mean"]
+        )
+        share = result["hyperband"]["epochs_mean"] / result["none"]["epochs_mean"]
+        print(f"hyperband_vs_none points_below={gap:.2f} epochs_share={share:.2f}")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(
+        json.dumps({"settings": vars(args), "runs": rows, "summary": result}, indent=2)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The compare job: the leaderboard across the experiment's evaluated train runs, and the
+champion registered as `fashion-mnist-classifier@champion`.
+
+Reads the runs through tracking (embedded store or a server alike), ranks them with
+pipeline.leaderboard, tests neighbouring rows on their paired test predictions, renders the
+report with pipeline.report and logs it (CSV, Markdown, HTML, an MLflow table, figures).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from pipeline import config, identity, leaderboard, plots, report, tracking
+from pipeline.leaderboard import Section
+
+CHAMPION_METRICS = (
+    "test_accuracy",
+    "test_precision_macro",
+    "test_recall_macro",
+    "test_f1_macro",
+    "val_accuracy",
+)
+
+
+def correct_predictions(run_id: str) -> np.ndarray:
+    """(10000,) bool: per test image, whether the run's prediction was right."""
+    with tracking.artifact(run_id, "predictions.csv") as path:
+        frame = pd.read_csv(path, usecols=["index", "true", "predicted"]).sort_values("index")
+    return (frame["true"] == frame["predicted"]).to_numpy()
+
+
+def register(best: pd.Series, section: Section) -> str:
+    run = tracking.get_run(best["best_run_id"])
+    tags = {"leaderboard.section": section.name, "val_accuracy_mean": best["val_accuracy_mean"]}
+    return tracking.register_champion(best["best_run_id"], run.data.tags["model.uri"], tags)
+
+
+def per_class_f1(recs: pd.DataFrame, table: pd.DataFrame, top: int = 10) -> pd.DataFrame:
+    """Rows: the top configurations' best runs; columns: classes (test F1)."""
+    keys = [f"test_f1_{k}" for k in config.CLASS_KEYS]
+    rows = {}
+    for _, row in table.head(top).iterrows():
+        rec = recs.loc[recs["run_id"] == row["best_run_id"]]
+        if not rec.empty and all(k in rec for k in keys):
+            rows[f"{row['rank']}. {row['model']}"] = rec.iloc[0][keys].to_numpy(dtype=float)
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(config.CLASS_NAMES))
+
+
+def log_figures(run_id: str, recs: pd.DataFrame, main: pd.DataFrame) -> None:
+    if main.empty:
+        return
+    heat = per_class_f1(recs, main)
+    if not heat.empty:
+        tracking.log_figure(plots.f1_heatmap_figure(heat), "per_class_f1_heatmap.png", run_id)
+    frame = main.assign(label=main["model"])
+    for x, name in (("n_params", "pareto_params.png"), ("train_time_s_mean", "pareto_time.png")):
+        figure = plots.pareto_figure(frame, x, "test_accuracy_mean", "label")
+        tracking.log_figure(figure, name, run_id)
+
+
+def log_report(run_id: str, tables: dict, unranked: pd.DataFrame, best, recs) -> None:
+    csv = report.to_csv_frame(tables)
+    refs = leaderboard.REFERENCES
+    tracking.log_frame(csv, "leaderboard.csv", run_id)
+    tracking.log_text(report.to_markdown(tables, unranked, refs, best), "leaderboard.md", run_id)
+    tracking.log_text(report.to_html(tables, unranked, refs, best), "leaderboard.html", run_id)
+    if not csv.empty:  # a table the MLflow UI shows in the run's artifacts view
+        tracking.log_table(csv.astype(str), "leaderboard.json", run_id)
+    tracking.log_frame(unranked, "unranked_runs.csv", run_id)
+    tracking.log_frame(refs, "references.csv", run_id)
+    main = next(t for s, t in tables.items() if s.main)
+    log_figures(run_id, recs, main)
+
+
+def summary_lines(tables: dict, best, section: Section | None) -> list[str]:
+    lines = []
+    for sec, table in tables.items():
+        if table.empty:
+            continue
+        lines.append(f"== {sec.name} ==")
+        for _, row in table.head(10).iterrows():
+            std = row["test_accuracy_std"]
+            spread = "" if np.isnan(std) else f" ± {100 * std:.2f}"
+            lines.append(
+                f"{int(row['rank']):>3}. {100 * row['test_accuracy_mean']:6.2f}%{spread}"
+                f"  val {100 * row['val_accuracy_mean']:6.2f}%  n={int(row['n_seeds'])}"
+                f"  {row['config_label']}"
+            )
+    if best is not None:
+        lines.append(f"champion ({section.name}): {best['config_label']} run {best['best_run_id']}")
+    return lines
+
+
+def reference_keys() -> dict[str, list[dict]]:
+    """config key -> the published numbers that configuration reproduces (references.csv)."""
+    out: dict[str, list[dict]] = {}
+    refs = leaderboard.REFERENCES
+    for _, row in refs[refs["reproduced_by"] != ""].iterrows():
+        settings = config.TrainSettings.from_params(json.loads(row["reproduced_by"]))
+        out.setdefault(identity.config_key(settings), []).append(row.to_dict())
+    return out
+
+
+def ranked(recs: pd.DataFrame, metric: str) -> dict:
+    """Section -> table, with significance notes and the published numbers alongside."""
+    refs = reference_keys()
+    return {
+        section: leaderboard.attach_references(
+            leaderboard.add_significance(table, correct_predictions), refs
+        )
+        for section, table in leaderboard.sections(recs, metric).items()
+    }
+
+
+def compare(run_id: str, metric: str) -> dict:
+    """Build, log and register inside the compare run `run_id`; returns a summary."""
+    recs = leaderboard.records(tracking.runs_frame())
+    tables = ranked(recs, metric)
+    unranked = leaderboard.unranked(recs)
+    digests = sorted({d for t in tables.values() for d in t["dataset_digest"] if d})
+    tracking.set_tags(run_id, {"dataset.digest": ",".join(digests)[:5000] or "none"})
+    section, best = leaderboard.pick_champion(tables)
+    result = {"n_train_runs": len(recs), "n_ranked": int(sum(len(t) for t in tables.values()))}
+    if best is not None:
+        result["champion_version"] = register(best, section)
+        result["champion_run_id"] = best["best_run_id"]
+        tracking.set_tags(
+            run_id, {"champion.run_id": best["best_run_id"], "champion.section": section.name}
+        )
+        values = {f"champion_{k}": float(best[f"{k}_mean"]) for k in CHAMPION_METRICS}
+        tracking.log_metrics(run_id, values)
+    tracking.log_metrics(run_id, {k: v for k, v in result.items() if k.startswith("n_")})
+    log_report(run_id, tables, unranked, best, recs)
+    result["lines"] = summary_lines(tables, best, section)
+    return result

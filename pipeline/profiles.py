@@ -1,0 +1,95 @@
+"""Profiles: what `main` runs, as a small TOML file in profiles/ (or any path).
+
+    [prepare]          PrepareSettings fields (the split)
+    [[train]]          TrainSettings fields, plus `seeds = [1, 2, 3]` (one run per seed)
+    [[tune]]           TuneSettings fields
+    [compare]          CompareSettings fields
+
+Every entry is checked against its settings class when the profile is loaded, before any
+run starts; standard library only.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import config
+from pipeline.errors import UserError
+
+SECTIONS = ("description", "prepare", "train", "tune", "compare")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One child run to start: its entry point, settings, and the names the profile set
+    (only those are passed to `mlflow run`; the rest are MLproject defaults)."""
+
+    entry: str
+    settings: config.Settings
+    given: tuple[str, ...]
+
+    def params(self) -> dict[str, str]:
+        """The given settings, canonically spelled: the child run's `-P` values."""
+        spelled = self.settings.params()
+        return {name: spelled[name] for name in self.given}
+
+    def with_params(self, **params) -> Job:
+        """The job with more settings given (the data digest and split from prepare)."""
+        given = tuple(dict.fromkeys((*self.given, *params)))
+        return Job(self.entry, self.settings.replace(**params), given)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    path: Path
+    text: str
+    description: str
+    prepare: Job
+    train: tuple[Job, ...]  # one per seed
+    tune: tuple[Job, ...]
+    compare: Job
+
+
+def entry(path: Path, step: str, params: dict) -> Job:
+    try:
+        settings = config.STEP_SETTINGS[step].from_params(params)
+    except UserError as exc:
+        raise UserError(f"profile {path}, [{step}]: {exc}") from None
+    return Job(step, settings, tuple(params))
+
+
+def train_jobs(path: Path, entries: list[dict]) -> list[Job]:
+    jobs = []
+    for params in entries:
+        seeds = params.get("seeds", [config.TrainSettings().seed])
+        rest = {k: v for k, v in params.items() if k != "seeds"}
+        if not isinstance(seeds, list) or not seeds:
+            raise UserError(f"profile {path}, [[train]]: seeds must be a non-empty list")
+        jobs += [entry(path, "train", {**rest, "seed": seed}) for seed in seeds]
+    return jobs
+
+
+def load(name: str) -> Profile:
+    """Parse and check a profile (a name in profiles/ or a .toml path)."""
+    path = config.profile_path(name)
+    try:
+        text = path.read_text()
+        raw = tomllib.loads(text)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise UserError(f"profile {path}: {exc}") from None
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise UserError(f"profile {path}: unknown sections {', '.join(unknown)}")
+    return Profile(
+        name=path.stem,
+        path=path,
+        text=text,
+        description=str(raw.get("description", "")),
+        prepare=entry(path, "prepare", raw.get("prepare", {})),
+        train=tuple(train_jobs(path, raw.get("train", []))),
+        tune=tuple(entry(path, "tune", params) for params in raw.get("tune", [])),
+        compare=entry(path, "compare", raw.get("compare", {})),
+    )

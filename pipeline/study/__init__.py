@@ -1,0 +1,106 @@
+"""The tune job: an Optuna study over training settings, one nested MLflow run per trial.
+
+The only package that imports optuna (tests/test_rules.py). Trials are chosen on the
+validation split; the test split is opened only by the evaluation of the retrained best
+configuration at the end (see final.py). Storages and dead workers: storage.py; the search
+space, declared once: space.py; samplers, pruners, the study and its trials: search.py.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import optuna
+
+from pipeline import fit, identity, tracking
+from pipeline.config import TuneSettings
+from pipeline.errors import UserError
+from pipeline.study import final, search, space, storage
+
+
+def worker_tags(settings: TuneSettings, name: str, digest: str) -> dict[str, str]:
+    return {
+        "optuna.study": name,
+        "optuna.storage": storage.redact(storage.url(settings.storage)),
+        "optuna.sampler": settings.sampler,
+        "optuna.pruner": settings.pruner,
+        "dataset.digest": digest,
+    }
+
+
+def child_tags(name: str, digest: str, worker: str) -> dict[str, str]:
+    """Tags every child run carries from its creation: the contract's (INTERFACE.md) even
+    when a trial fails before training tags its run, the study and the worker that ran it."""
+    return {"optuna.study": name, "dataset.digest": digest, "tune.worker_run_id": worker}
+
+
+DASHBOARD_URL = "http://127.0.0.1:8080/dashboard/studies/{}"  # `make dashboard`'s port
+
+
+def open_checked(settings: TuneSettings):
+    """(digest, name, study, created, study id): storage, device, options and data checked
+    before any run starts."""
+    tracking.check_reachable()  # fails in seconds, naming the URI
+    opened = storage.open_storage(settings.storage, settings.heartbeat_s, settings.grace_s)
+    job = fit.prepare(settings.base)  # a bad device or option fails once here, not per trial
+    digest = job.manifest["digest"]
+    name = search.study_name(settings, digest)
+    study, created = search.open_study(name, opened, settings)
+    return digest, name, study, created, opened.get_study_id_from_name(name)
+
+
+def conclude(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict | None:
+    """After this worker's search: the final retrain when the study is complete."""
+    name = study.study_name
+    states = {t.state.name for t in study.get_trials(deepcopy=False)}
+    if "COMPLETE" not in states:
+        if states & {"RUNNING", "WAITING"}:  # other workers may still complete one
+            print(f"study {name}: no completed trial yet", file=sys.stderr)
+            return None
+        raise UserError(
+            f"study {name} has no completed trial (all failed or pruned); see the trial"
+            " runs' error tags"
+        )
+    finished = search.counted(study)
+    if not settings.final:
+        return None
+    if finished < settings.n_trials and not settings.timeout:
+        print(
+            f"study {name}: {finished} of {settings.n_trials} trials finished (failures do"
+            " not count); run the same command again to continue",
+            file=sys.stderr,
+        )
+        return None
+    return final.finish(study, settings, parent, run_tags)
+
+
+def tune(settings: TuneSettings) -> dict:
+    """Run (or join) the study, then conclude it; returns the JSON-able result."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    digest, name, study, created, study_id = open_checked(settings)
+    params = {**settings.params(), "storage": storage.redact(settings.storage)}
+    tags = worker_tags(settings, name, digest)
+    started = time.time()
+    with tracking.step_run(
+        "tune", params, name=identity.tune_run_name(settings), config=settings.to_dict(), tags=tags
+    ) as own:
+        parent = search.parent_run(study, own, created)
+        role = "parent" if parent == own else "worker"
+        tracking.set_tags(own, {"tune.role": role, "tune.parent_run_id": parent})
+        tracking.log_json(space.describe(settings), "search_space.json", own)
+        run_tags = child_tags(name, digest, own)
+        search.search(study, settings, parent, run_tags)
+        outcome = conclude(study, settings, parent, run_tags)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return {
+        "run_id": own,
+        "study": name,
+        "parent_run_id": parent,
+        "n_trials": len(study.trials),
+        "best_val_accuracy": study.best_value if complete else None,
+        "seconds": round(time.time() - started, 1),
+        "dashboard": f"optuna-dashboard {storage.dashboard_arg(settings.storage)}",
+        "dashboard_url": DASHBOARD_URL.format(study_id),
+        **(outcome or {}),
+    }

@@ -1,0 +1,120 @@
+"""After the search: the best configuration retrained on fresh seeds and evaluated, and the
+study's plots and tables on the parent run.
+
+The best trial's validation accuracy is the best of many draws, so it is optimistic. Its
+configuration is therefore trained again on `final_seeds` seeds none of the trials used;
+those runs are ordinary train runs (children of the parent, tagged `tune.tuned=true` with
+the number of trials behind them) and compete on the leaderboard with their own, unbiased
+validation accuracy. Each best trial is retrained once, whoever concludes the study.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import optuna
+import optuna.visualization.matplotlib as vis
+
+from pipeline import evaluation, fit, identity, tracking
+from pipeline.config import TuneSettings
+from pipeline.study import space
+
+PLOTS = {
+    "optimization_history.png": vis.plot_optimization_history,
+    "param_importances.png": vis.plot_param_importances,
+    "parallel_coordinate.png": vis.plot_parallel_coordinate,
+    "intermediate_values.png": vis.plot_intermediate_values,
+}
+FINAL_KEYS = ("test_accuracy", "test_f1_macro", "test_precision_macro", "test_recall_macro")
+
+
+def final_seeds(settings: TuneSettings) -> list[int]:
+    """Seeds none of the trials used (they all train with base.seed)."""
+    return [settings.base.seed + 1 + i for i in range(settings.final_seeds)]
+
+
+def retrained(study) -> list[str] | None:
+    """The retrain runs of the current best trial, when all of them finished evaluated."""
+    attrs = study.user_attrs
+    ids = attrs.get("final_run_ids") or []
+    if not ids or attrs.get("final_best_trial") != study.best_trial.number:
+        return None
+    for run_id in ids:
+        try:
+            run = tracking.get_run(run_id)
+        except Exception:
+            return None
+        if run.info.status != "FINISHED" or run.data.tags.get("evaluated") != "true":
+            return None
+    return ids
+
+
+def retrain_one(settings, seed: int, parent: str, tags: dict[str, str]) -> tuple[str, dict]:
+    """One retrain of the best configuration as a train run under the parent, evaluated."""
+    job = fit.prepare(settings.replace(seed=seed))
+    run_id, summary = fit.run(
+        job, name=identity.train_run_name(job.settings, tuned=True), parent_id=parent, tags=tags
+    )
+    values = evaluation.evaluate(evaluation.check(run_id))
+    return run_id, {"val_accuracy": summary["best_val_accuracy"], **values}
+
+
+def retrain_best(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict:
+    """Train the best trial's configuration on the fresh seeds; returns the parent's metrics."""
+    best = study.best_trial
+    base = space.trial_settings(settings.base, best.params)
+    base = base.replace(epochs=settings.final_epochs)
+    tags = {
+        **run_tags,
+        "tune.tuned": "true",
+        "tune.best_trial": str(best.number),
+        "tune.n_trials": str(len(study.trials)),
+    }
+    runs = [retrain_one(base, seed, parent, tags) for seed in final_seeds(settings)]
+    study.set_user_attr("final_run_ids", [run_id for run_id, _ in runs])
+    study.set_user_attr("final_best_trial", best.number)
+    tracking.set_tags(parent, {"tune.final_run_ids": ",".join(run_id for run_id, _ in runs)})
+    out = {"final_val_accuracy": float(np.mean([v["val_accuracy"] for _, v in runs]))}
+    out |= {f"final_{k}": float(np.mean([v[k] for _, v in runs])) for k in FINAL_KEYS}
+    return out
+
+
+def log_study(study, settings: TuneSettings, run_id: str) -> None:
+    """Plots, trials table, best parameters and the search space on the parent run."""
+    for name, plot in PLOTS.items():
+        try:
+            with warnings.catch_warnings():  # the matplotlib backend is "experimental"
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.simplefilter("ignore", UserWarning)  # singular axis limits
+                axes = plot(study)
+        except Exception as exc:  # e.g. importances need two completed trials
+            note = f"not drawn: {type(exc).__name__}: {exc}\n"
+            tracking.log_text(note, name.replace(".png", ".txt"), run_id)
+            continue
+        figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        tracking.log_figure(figure, name, run_id)
+    tracking.log_frame(study.trials_dataframe(), "trials.csv", run_id)
+    tracking.log_json(study.best_trial.params, "best_params.json", run_id)
+
+
+def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict:
+    """Retrain and evaluate the best configuration (once per best trial); log the outcome
+    and the study's plots and tables on the parent run."""
+    best = study.best_trial
+    states = [t.state for t in study.trials]
+    result = {
+        "n_trials": len(study.trials),
+        "n_pruned": states.count(optuna.trial.TrialState.PRUNED),
+        "best_trial_val_accuracy": best.value,
+    }
+    ids = retrained(study)
+    if ids:
+        print(f"best trial {best.number} was retrained already: runs {ids}", file=sys.stderr)
+    else:
+        result |= retrain_best(study, settings, parent, run_tags)
+        ids = study.user_attrs["final_run_ids"]
+    tracking.log_metrics(parent, {k: float(v) for k, v in result.items()}, step=len(study.trials))
+    log_study(study, settings, parent)
+    return {"final_run_ids": ids, **result, "best_params": best.params}

@@ -1,0 +1,223 @@
+"""The search: samplers and pruners (registries), the study's name, creating or joining it,
+its parent run, and the objective (one nested MLflow run per trial).
+
+Runs: the study's parent run is the run of the worker that created the study (study user
+attribute `mlflow_parent_run_id`); every trial is a child run of it, whichever worker ran
+it, and each side names the other (trial user attributes `mlflow_run_id` and
+`mlflow_run_url`; run tags `trial.number` and `optuna.study`).
+
+Workers: the study is created once and later workers (parallel, or a re-run of the same
+command) join it. The study holds exactly `n_trials` finished (COMPLETE or PRUNED) trials
+at the end: a trial that would exceed the cap because other workers started theirs first
+ends FAIL before it trains (user attribute `surplus`) and stops its worker.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+
+import optuna
+
+from pipeline import config, fit, identity, tracking
+from pipeline.config import TuneSettings
+from pipeline.errors import UserError
+from pipeline.study import space
+from pipeline.study.storage import reason
+
+PARENT_ATTR = "mlflow_parent_run_id"
+PARENT_WAIT_S = 30  # how long a joining worker waits for the creator to name the parent run
+COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+AHEAD = (*COUNTED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+METRIC = "val_accuracy"  # what every trial maximises (the dashboard's objective name)
+
+
+class OddTrialPruner(optuna.pruners.BasePruner):
+    """For tests: prunes every odd-numbered trial at its first report, so a study has both
+    pruned and complete trials (a best trial and importances) whatever the accuracies."""
+
+    def prune(self, study, trial) -> bool:
+        return trial.number % 2 == 1
+
+
+PRUNERS = {
+    # steps are epochs, counted from 1: warm-up 1 lets a trial be pruned after epoch 1
+    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1),
+    "none": optuna.pruners.NopPruner,
+    "odd_trials": OddTrialPruner,
+}
+SAMPLERS = {
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+}
+
+
+class Surplus(Exception):
+    """This trial would take the study past n_trials."""
+
+
+def study_name(settings: TuneSettings, digest: str) -> str:
+    if settings.study_name != "auto":
+        return settings.study_name
+    b = settings.base
+    return f"{b.model}-{settings.space}-e{b.epochs}-s{b.subset}-{digest[:8]}"
+
+
+def open_study(name: str, storage, settings: TuneSettings):
+    """(study, created): create it, or join it when another worker (or run) created it.
+    Creation is atomic in RDB and journal storages, so exactly one worker is the creator."""
+    pruner = PRUNERS[settings.pruner]()
+    try:
+        try:
+            study = optuna.create_study(
+                study_name=name,
+                storage=storage,
+                direction="maximize",
+                sampler=SAMPLERS[settings.sampler](settings.sampler_seed),
+                pruner=pruner,
+            )
+        except optuna.exceptions.DuplicatedStudyError:
+            # the same seed in every worker would make them propose the same configurations
+            seed = (settings.sampler_seed * 1_000_003 + os.getpid()) % 2**31
+            sampler = SAMPLERS[settings.sampler](seed)
+            return optuna.load_study(
+                study_name=name, storage=storage, sampler=sampler, pruner=pruner
+            ), False
+    except Exception as exc:
+        raise UserError(f"cannot open study {name}: {reason(exc)}") from None
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.2, stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([METRIC])
+    study.enqueue_trial(space.defaults(settings), skip_if_exists=True)
+    return study, True
+
+
+def parent_run(study, own_run_id: str, created: bool) -> str:
+    """The study's parent run: the creator's run. A joining worker waits briefly for the
+    creator to record it, and takes over when it never comes or is gone from the store."""
+    if not created:
+        deadline = time.monotonic() + PARENT_WAIT_S
+        while True:
+            parent = study.user_attrs.get(PARENT_ATTR)
+            if parent and tracking.is_active(parent):
+                return parent
+            if parent or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    study.set_user_attr(PARENT_ATTR, own_run_id)
+    return own_run_id
+
+
+def counted(study) -> int:
+    return len(study.get_trials(deepcopy=False, states=COUNTED))
+
+
+def check_not_surplus(study, trial, n_trials: int) -> None:
+    """Raise Surplus when n_trials trials numbered before this one are finished or still
+    going: trial numbers are unique and ordered, so exactly the first n_trials count."""
+    ahead = [t for t in study.get_trials(deepcopy=False, states=AHEAD) if t.number < trial.number]
+    if len(ahead) >= n_trials:
+        trial.set_user_attr("surplus", True)
+        study.stop()
+        raise Surplus(f"the study already has {n_trials} trials; trial {trial.number} not run")
+
+
+def pruning_hook(trial):
+    def report(epoch: int, metrics: dict) -> None:
+        trial.report(metrics[METRIC], epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+    return report
+
+
+def end_trial_run(run_id: str, state: str, error: BaseException | None = None) -> None:
+    """Tag the Optuna state; a failure before training opened the run leaves it RUNNING."""
+    tags = {"trial.state": state}
+    if error is not None:
+        tags["error"] = f"{type(error).__name__}: {error}"[:5000]
+    tracking.set_tags(run_id, tags)
+    if state == "FAIL":
+        tracking.close_run(run_id, "FAILED")
+    config.checkpoint_path(run_id).unlink(missing_ok=True)  # pruned and failed trials leave one
+
+
+def start_trial_run(trial, parent: str, model: str, run_tags: dict[str, str]) -> tuple[str, dict]:
+    """The trial's child run, linked both ways; returns (run id, its tags)."""
+    tags = {"pipeline.step": "trial", "trial.number": str(trial.number), **run_tags}
+    run_id = tracking.child_run(parent, identity.trial_run_name(trial.number, model), tags)
+    trial.set_user_attr("mlflow_run_id", run_id)
+    trial.set_user_attr("mlflow_run_url", tracking.run_url(run_id))
+    # closed by the next worker if this one dies (see storage.close_and_retry)
+    trial.set_user_attr("mlflow_worker_run_id", run_tags["tune.worker_run_id"])
+    return run_id, tags
+
+
+def objective_for(study, settings: TuneSettings, parent: str, run_tags: dict[str, str]):
+    """`run_tags`: the study's tags for every child run (see child_tags)."""
+
+    def objective(trial) -> float:
+        check_not_surplus(study, trial, settings.n_trials)
+        params = space.suggest(trial, settings)
+        run_id, tags = start_trial_run(trial, parent, settings.base.model, run_tags)
+        state, error = "FAIL", None
+        try:
+            trial_settings = space.trial_settings(settings.base, params)
+            # trials are stopped by the pruner, not by patience
+            job = fit.prepare(trial_settings.replace(patience=trial_settings.epochs))
+            _, summary = fit.run(
+                job,
+                step="trial",
+                name=identity.trial_run_name(trial.number, trial_settings.model),
+                run_id=run_id,
+                hook=pruning_hook(trial),
+                tags=tags,
+                finished_on=(optuna.TrialPruned,),
+            )
+            state = "COMPLETE"
+            return summary["best_val_accuracy"]
+        except optuna.TrialPruned:
+            state = "PRUNED"
+            raise
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            end_trial_run(run_id, state, error)
+
+    return objective
+
+
+def best_so_far(parent: str):
+    """A study callback: the parent run's `best_trial_val_accuracy`, step = trial number."""
+
+    def log(study, trial) -> None:
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            best = study.best_value
+            tracking.log_metrics(parent, {"best_trial_val_accuracy": best}, step=trial.number)
+
+    return log
+
+
+def search(study, settings: TuneSettings, parent: str, run_tags: dict[str, str]) -> None:
+    """Run trials until the study holds n_trials finished ones (or the timeout)."""
+    remaining = settings.n_trials - counted(study)
+    if remaining <= 0:
+        print(
+            f"study {study.study_name} already has {settings.n_trials} finished trials",
+            file=sys.stderr,
+        )
+        return
+    study.optimize(
+        objective_for(study, settings, parent, run_tags),
+        n_trials=remaining,  # this worker's bound; failed trials count here, not in the cap
+        timeout=settings.timeout or None,
+        callbacks=[
+            optuna.study.MaxTrialsCallback(settings.n_trials, states=COUNTED),
+            best_so_far(parent),
+        ],
+        catch=(Exception,),  # one failing configuration must not end the search
+    )

@@ -1,0 +1,107 @@
+"""The search spaces, declared once as data: `suggest` draws from them, `describe` writes
+them to search_space.json, `defaults` gives the enqueued first trial (the base settings).
+
+Each parameter's name is the train setting it sets, so a trial's parameters turn into
+training settings with `TrainSettings.replace(**params)`, checked like any other settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline import config
+from pipeline.config import TrainSettings, TuneSettings
+
+
+@dataclass(frozen=True)
+class LogUniform:
+    """A float drawn on a log scale; bounds are numbers or the names of tune settings."""
+
+    low: float | str
+    high: float | str
+
+    def bounds(self, settings: TuneSettings) -> tuple[float, float]:
+        def resolve(b):
+            return float(getattr(settings, b)) if isinstance(b, str) else float(b)
+
+        return resolve(self.low), resolve(self.high)
+
+
+@dataclass(frozen=True)
+class Uniform:
+    low: float
+    high: float
+
+    def bounds(self, settings: TuneSettings) -> tuple[float, float]:
+        return self.low, self.high
+
+
+@dataclass(frozen=True)
+class Categorical:
+    choices: tuple
+
+
+BASE = {
+    "lr": LogUniform("lr_min", "lr_max"),
+    "optimizer": Categorical(config.OPTIMIZERS),
+    "loss": Categorical(config.LOSSES),
+    "flip": Categorical((False, True)),
+}
+SPACES = {
+    "base": BASE,
+    "wide": {
+        **BASE,
+        "weight_decay": LogUniform(1e-6, 1e-2),
+        "batch_size": Categorical((64, 128, 256)),
+        "augment": Categorical(("none", "shift", "rotate,shift,zoom,shear")),
+        "dropout": Uniform(0.0, 0.5),
+    },
+}
+
+
+def suggest(trial, settings: TuneSettings) -> dict[str, Any]:
+    """One trial's parameters (Optuna's names = train setting names)."""
+    params = {}
+    for name, dist in SPACES[settings.space].items():
+        if isinstance(dist, Categorical):
+            params[name] = trial.suggest_categorical(name, list(dist.choices))
+        else:
+            low, high = dist.bounds(settings)
+            params[name] = trial.suggest_float(name, low, high, log=isinstance(dist, LogUniform))
+    return params
+
+
+def describe(settings: TuneSettings) -> dict[str, Any]:
+    """The space as searched (bounds resolved), for search_space.json."""
+    out = {}
+    for name, dist in SPACES[settings.space].items():
+        if isinstance(dist, Categorical):
+            out[name] = {"choices": list(dist.choices)}
+        else:
+            low, high = dist.bounds(settings)
+            out[name] = {"low": low, "high": high, "log": isinstance(dist, LogUniform)}
+    return out
+
+
+def defaults(settings: TuneSettings) -> dict[str, Any]:
+    """The base settings' value of each searched parameter: the study's first trial, so the
+    search is measured against the configuration it starts from. Floats are clamped into
+    the searched range; a categorical value outside the choices is left to the sampler."""
+    base, out = settings.base, {}
+    for name, dist in SPACES[settings.space].items():
+        leaf = next(leaf for leaf in TrainSettings.leaves() if leaf.name == name)
+        value = base.value(leaf)
+        if isinstance(dist, Categorical):
+            spelled = leaf.kind.spell(value)
+            match = [c for c in dist.choices if c == value or str(c) == spelled]
+            if match:
+                out[name] = match[0]
+        elif value is not None:  # None (the model's own dropout): left to the sampler
+            low, high = dist.bounds(settings)
+            out[name] = min(max(float(value), low), high)
+    return out
+
+
+def trial_settings(base: TrainSettings, params: dict[str, Any]) -> TrainSettings:
+    return base.replace(**params)

@@ -1,0 +1,97 @@
+"""The one door to MLflow: the only package that imports mlflow (tests/test_rules.py).
+
+Everything else calls these functions: the store and its experiment (`store`), runs of steps
+and their children (`runs`), metrics, parameters and artifacts (`log`), logged models and
+datasets (`models`), the registry (`registry`), run searches (`search`) and child entry
+points (`projects`). It depends on `pipeline.config` and `pipeline.errors` only.
+"""
+
+from pipeline.tracking.log import (
+    OVERHEAD,
+    DatasetRef,
+    artifact,
+    artifact_names,
+    changed_metrics,
+    log_figure,
+    log_frame,
+    log_json,
+    log_metrics,
+    log_params,
+    log_table,
+    log_text,
+    metric_steps,
+)
+from pipeline.tracking.models import (
+    dataset_ref,
+    load_model,
+    log_datasets,
+    log_sklearn_model,
+    log_torch_model,
+    ranked_models,
+)
+from pipeline.tracking.projects import run_entry_point
+from pipeline.tracking.registry import champion_run_id, register_champion
+from pipeline.tracking.runs import (
+    child_run,
+    close_run,
+    get_run,
+    is_active,
+    run_status,
+    run_url,
+    set_tags,
+    step_run,
+)
+from pipeline.tracking.search import finished_step_run, latest_unevaluated, runs, runs_frame
+from pipeline.tracking.store import (
+    apply_defaults,
+    check_reachable,
+    code_version,
+    ensure_experiment,
+    pipeline_lock,
+    store_lock,
+    tracking_uri,
+)
+
+__all__ = [
+    "OVERHEAD",
+    "DatasetRef",
+    "apply_defaults",
+    "artifact",
+    "artifact_names",
+    "champion_run_id",
+    "changed_metrics",
+    "check_reachable",
+    "child_run",
+    "close_run",
+    "code_version",
+    "dataset_ref",
+    "ensure_experiment",
+    "finished_step_run",
+    "get_run",
+    "is_active",
+    "latest_unevaluated",
+    "load_model",
+    "log_datasets",
+    "log_figure",
+    "log_frame",
+    "log_json",
+    "log_metrics",
+    "log_params",
+    "log_sklearn_model",
+    "log_table",
+    "log_text",
+    "log_torch_model",
+    "metric_steps",
+    "pipeline_lock",
+    "ranked_models",
+    "register_champion",
+    "run_entry_point",
+    "run_status",
+    "run_url",
+    "runs",
+    "runs_frame",
+    "set_tags",
+    "step_run",
+    "store_lock",
+    "tracking_uri",
+]

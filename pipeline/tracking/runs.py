@@ -1,0 +1,236 @@
+"""MLflow runs: one per step, nested child runs, names, tags, parameters, statuses.
+
+A step started by `mlflow run` finds its run in `MLFLOW_RUN_ID` and uses it (naming it, since
+`mlflow run` gives random names); `python -m pipeline` creates its own. Either way the run ends
+FINISHED, FAILED or KILLED to match what happened, so nothing is left RUNNING after an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+from collections.abc import Iterator
+
+from pipeline.errors import UserError
+from pipeline.tracking import log
+from pipeline.tracking.store import check_reachable, client, code_version, ensure_experiment
+
+HOST, PID = "process.host", "process.pid"  # which process a RUNNING run belongs to
+
+
+def process_tags() -> dict[str, str]:
+    return {HOST: socket.gethostname(), PID: str(os.getpid())}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def close_stale_runs() -> list[str]:
+    """End as KILLED the RUNNING runs of this machine whose process is gone (a SIGKILL, a
+    power cut: nothing else would ever end them); returns their ids."""
+    closed = []
+    query = f"attributes.status = 'RUNNING' and tags.`{HOST}` = '{socket.gethostname()}'"
+    for run in client().search_runs([ensure_experiment()], query, max_results=1000):
+        pid = run.data.tags.get(PID, "")
+        if pid.isdigit() and not alive(int(pid)):
+            error = (
+                f"process {pid} on {socket.gethostname()} ended without ending the run (killed?)"
+            )
+            close_run(run.info.run_id, "KILLED", {"error": error})
+            closed.append(run.info.run_id)
+    if closed:
+        print(
+            f"marked {len(closed)} run(s) of dead processes KILLED: {', '.join(closed)}",
+            file=sys.stderr,
+        )
+    return closed
+
+
+def run_status(exc: BaseException | None) -> str:
+    if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
+        return "FINISHED"
+    if isinstance(exc, KeyboardInterrupt):
+        return "KILLED"
+    return "FAILED"
+
+
+def _check_same_code(run_id: str) -> None:
+    """A run is finished by the code that started it: seeds of one configuration are only
+    comparable when one code version trained each of them."""
+    started_by = client().get_run(run_id).data.tags.get("code.version")
+    if started_by and started_by != code_version():
+        raise UserError(
+            f"run {run_id} was started by code {started_by}, this is {code_version()}; resume"
+            " it with that code (git checkout), or start a new run"
+        )
+
+
+@contextlib.contextmanager
+def step_run(
+    step: str,
+    params: dict[str, str],
+    *,
+    name: str,
+    config: dict | None = None,
+    tags: dict[str, str] | None = None,
+    run_id: str | None = None,
+    parent_id: str | None = None,
+    system_metrics: bool = False,
+    finished_on: tuple[type[BaseException], ...] = (),
+) -> Iterator[str]:
+    """Start (or continue) the run of one step and yield its id; end it with the status
+    that matches what happened.
+
+    The run handed over by `mlflow run` (MLFLOW_RUN_ID) is used unless `run_id` names another
+    (a resume, a trial's run) or `parent_id` asks for a new child run. `params` are the
+    canonical spellings (Settings.params()); `config` the effective settings (config.json).
+    Exceptions listed in `finished_on` (a pruned trial) end the run FINISHED and propagate.
+    """
+    import mlflow
+
+    run = _start(step, name, tags, run_id, parent_id, system_metrics)
+    status, reachable = "FINISHED", True
+    try:
+        log.log_params(run.info.run_id, params)
+        if config is not None:
+            log.log_json(config, "config.json", run.info.run_id)
+        yield run.info.run_id
+    except BaseException as exc:
+        status = "FINISHED" if isinstance(exc, finished_on) else run_status(exc)
+        if server_gone(exc):
+            reachable = False
+            raise UserError(gone_message(run.info.run_id, exc)) from None
+        if status == "FAILED":
+            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+        raise
+    finally:
+        end(status, reachable)
+
+
+def _start(step, name, tags, run_id, parent_id, system_metrics):
+    """The step's run, started or continued, tagged with the step, code and process."""
+    import mlflow
+
+    check_reachable()
+    experiment_id = ensure_experiment()
+    close_stale_runs()
+    if run_id is None and parent_id is None:
+        run_id = os.environ.get("MLFLOW_RUN_ID") or None
+    if run_id is not None:
+        _check_same_code(run_id)
+    own = {"pipeline.step": step, "code.version": code_version(), **process_tags()}
+    run = mlflow.start_run(
+        run_id=run_id,
+        experiment_id=None if run_id else experiment_id,
+        run_name=None if run_id else name,
+        tags={**own, **(tags or {})},
+        log_system_metrics=system_metrics or None,
+        nested=mlflow.active_run() is not None,
+        parent_run_id=parent_id if run_id is None else None,
+    )
+    if run_id is not None:  # `mlflow run` names its runs adjective-animal-123; a resume
+        mlflow.set_tags({"mlflow.runName": name, **process_tags()})  # has a new process
+    return run
+
+
+def server_gone(exc: BaseException) -> bool:
+    """The tracking server stopped answering (after MLflow's bounded retries)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, requests.exceptions.RequestException):
+        return True
+    return isinstance(exc, MlflowException) and "API request to" in str(exc)
+
+
+def gone_message(run_id: str, exc: BaseException) -> str:
+    from pipeline.tracking.store import tracking_uri
+
+    reason = str(exc).splitlines()[0][:200]
+    return (
+        f"tracking server {tracking_uri()} stopped answering during run {run_id} ({reason});"
+        f" its checkpoint is kept: once the server is back, continue with `python -m pipeline"
+        f" train --resume {run_id}` (HTTP retries: MLFLOW_HTTP_REQUEST_MAX_RETRIES)"
+    )
+
+
+def end(status: str, reachable: bool) -> None:
+    """End the active run. With the server gone that fails too: the run stays unfinished
+    there until a resume continues it (or the next step's stale-run check ends it), and the
+    step exits with the one line about the server."""
+    import mlflow
+
+    try:
+        mlflow.end_run(status)
+    except Exception:
+        if reachable:
+            raise
+
+
+def child_run(parent_id: str, name: str, tags: dict[str, str]) -> str:
+    """A run nested under `parent_id`, which may belong to another process (so not
+    `mlflow.start_run(parent_run_id=...)`, which insists on the active run as parent); it
+    carries the source, user and git tags a fluent run gets."""
+    from mlflow.tracking.context import registry
+
+    experiment_id = client().get_run(parent_id).info.experiment_id
+    own = {"mlflow.parentRunId": parent_id, "code.version": code_version(), **process_tags()}
+    resolved = registry.resolve_tags({**tags, **own})
+    return client().create_run(experiment_id, run_name=name, tags=resolved).info.run_id
+
+
+def close_run(run_id: str | None, status: str, tags: dict[str, str] | None = None) -> None:
+    """End a run left RUNNING; a tracking error is reported, never fatal."""
+    if not run_id:
+        return
+    try:
+        if client().get_run(run_id).info.status != "RUNNING":
+            return
+        for key, value in (tags or {}).items():
+            client().set_tag(run_id, key, value)
+        client().set_terminated(run_id, status)
+    except Exception as exc:
+        print(f"warning: could not close MLflow run {run_id}: {exc}", file=sys.stderr)
+
+
+def get_run(run_id: str):
+    """The run (an mlflow Run: info, data.tags/params/metrics); UserError when missing."""
+    try:
+        return client().get_run(run_id)
+    except Exception:
+        raise UserError(
+            f"run {run_id} does not exist in {client().tracking_uri}; pass the id of a run"
+            " of this store"
+        ) from None
+
+
+def set_tags(run_id: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        client().set_tag(run_id, key, str(value))
+
+
+def is_active(run_id: str) -> bool:
+    """The run exists in this store and is not deleted."""
+    try:
+        return client().get_run(run_id).info.lifecycle_stage == "active"
+    except Exception:
+        return False
+
+
+def run_url(run_id: str) -> str:
+    """Where the MLflow UI shows the run (`make ui` serves http://127.0.0.1:5000)."""
+    from pipeline.tracking.store import tracking_uri
+
+    uri = tracking_uri()
+    base = uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
+    experiment = client().get_run(run_id).info.experiment_id
+    return f"{base}/#/experiments/{experiment}/runs/{run_id}"

@@ -1,0 +1,197 @@
+"""The tracking store: defaults, reachability, the experiment, the code version.
+
+A step started by `mlflow run` gets its store and experiment from the environment that
+`mlflow run` used to create its run; `python -m pipeline` fills in the contract's defaults
+(INTERFACE.md) when they are unset. A remote server is checked before any work starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import logging
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from pipeline import config
+from pipeline.errors import UserError
+
+# Bounded HTTP retries: MLflow's default retries for minutes against an unreachable server.
+# With these, a request fails after 2 retries with 1 s and 2 s back-off (about 3 s plus the
+# timeouts), so a server that dies mid-run ends the step in well under a minute.
+HTTP_DEFAULTS = {
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+HEALTH_TIMEOUT_S = 5  # a server that does not answer /health within this is "unreachable"
+# The 3.x UI opens an experiment on its GenAI overview unless this tag says otherwise.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
+def apply_defaults() -> None:
+    """Fill in the contract's tracking defaults where the user set nothing (stdlib only)."""
+    os.environ.setdefault("MLFLOW_TRACKING_URI", config.default_tracking_uri())
+    if "MLFLOW_EXPERIMENT_ID" not in os.environ:
+        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", config.EXPERIMENT_NAME)
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    # A new SQLite store logs its schema creation at INFO, before any step's own output.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    path = sqlite_path()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", config.default_tracking_uri())
+
+
+def sqlite_path() -> Path | None:
+    uri = tracking_uri()
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def check_reachable() -> None:
+    """Fail in seconds, naming the URI, when a remote tracking server does not answer."""
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_S).read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(
+            f"tracking server {uri} is unreachable ({reason}); start it with `make server`"
+            " or unset MLFLOW_TRACKING_URI to use the embedded store"
+        ) from None
+
+
+@contextlib.contextmanager
+def store_lock():
+    """Serialise first use of an embedded SQLite store between processes: two processes
+    creating one store race in MLflow's schema migration (../shared/NOTES.md)."""
+    path = sqlite_path()
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".mlflow.db.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def pipeline_lock():
+    """One `main` at a time on an embedded SQLite store: a second one (another terminal)
+    fails at once with a "store busy" line instead of racing the first on one database
+    file, one Optuna study and one data cache. Server-backed stores need no lock."""
+    path = sqlite_path()
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.parent / ".pipeline.lock"
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(
+                f"store busy: {holder} is running a pipeline on {path}; wait for it to finish,"
+                " or give this one a store of its own (FMB_MLRUNS_DIR and MLFLOW_TRACKING_URI)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def ensure_experiment() -> str:
+    """The experiment's id (created, with artifacts under mlruns/ for the embedded store, and
+    tagged so the UI opens on its runs), also when `mlflow run` created it."""
+    return _experiment(
+        tracking_uri(),
+        os.environ.get("MLFLOW_EXPERIMENT_ID") or "",
+        os.environ.get("MLFLOW_EXPERIMENT_NAME") or config.EXPERIMENT_NAME,
+    )
+
+
+@functools.cache  # once per store and experiment and process: a study asks on every trial
+def _experiment(uri: str, experiment_id: str, name: str) -> str:
+    with store_lock():
+        experiment_id = experiment_id or _find_or_create(name)
+        experiment = client().get_experiment(experiment_id)
+        if experiment.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+            client().set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
+    return experiment_id
+
+
+def _find_or_create(name: str) -> str:
+    found = client().get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if sqlite_path() is not None:
+        location = (config.mlruns_dir() / "artifacts").resolve().as_uri()
+    try:
+        return client().create_experiment(name, artifact_location=location)
+    except Exception:  # another process (a server's other client) created it first
+        return client().get_experiment_by_name(name).experiment_id
+
+
+# What "the code" is for reuse: the package and what decides how it runs. Docs and tests
+# can change without invalidating finished runs.
+CODE_PATHS = ("pipeline", "MLproject", "pyproject.toml", "conda.yaml", "profiles")
+
+
+@functools.cache
+def code_version() -> str:
+    """Commit plus a hash of uncommitted changes to CODE_PATHS: same code, same string.
+    Computed once per process (git takes ~0.1 s; a study asks for it on every trial)."""
+
+    def git(*args: str) -> bytes:
+        return subprocess.run(
+            ["git", *args], cwd=config.ROOT, capture_output=True, check=True, timeout=30
+        ).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").decode().strip()
+        dirty = git("diff", "HEAD", "--", *CODE_PATHS)
+        untracked = git("ls-files", "--others", "--exclude-standard", "-z", "--", *CODE_PATHS)
+        names = [n for n in untracked.split(b"\0") if n]
+    except (OSError, subprocess.SubprocessError):  # not a git checkout: hash the package
+        commit, dirty = "nogit", b""
+        names = sorted(
+            str(p.relative_to(config.ROOT)).encode()
+            for p in (config.ROOT / "pipeline").rglob("*.py")
+        )
+    if not dirty and not names:
+        return commit
+    digest = hashlib.sha256(dirty)
+    for name in names:
+        path = config.ROOT / name.decode()
+        if path.is_file():
+            digest.update(name + b"\0" + path.read_bytes())
+    return f"{commit}+{digest.hexdigest()[:12]}"

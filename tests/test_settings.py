@@ -1,0 +1,153 @@
+"""Settings declared once: the parsers, MLproject, config.json, profiles and a configuration's
+identity all come from pipeline/config.py, and every value has one spelling."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from pipeline import cli, config, identity, mlproject, profiles
+from pipeline.errors import UserError
+
+STEP_CLASSES = list(config.STEP_SETTINGS.items())
+
+
+def test_the_committed_mlproject_is_the_generated_one():
+    committed = (config.ROOT / "MLproject").read_text()
+    assert committed == mlproject.render(), "run `make mlproject` after changing a setting"
+
+
+@pytest.mark.parametrize("step, cls", STEP_CLASSES, ids=[s for s, _ in STEP_CLASSES])
+def test_spellings_round_trip(step, cls):
+    default = cls()
+    params = default.params()
+    assert cls.from_params(params) == default
+    assert cls.from_params(params).params() == params
+    assert cls.from_dict(json.loads(json.dumps(default.to_dict()))) == default
+    assert set(params) == {leaf.name for leaf in cls.leaves()}
+    assert cli.parse(step, [f"--{k}={v}" for k, v in params.items()]) == default
+
+
+SAME = [
+    ({"flip": "True"}, {"flip": "true"}),
+    ({"flip": True}, {"flip": "1"}),
+    ({"augment": "shift,rotate"}, {"augment": ["rotate", "shift"]}),
+    ({"augment": "none"}, {"augment": []}),
+    ({"options": "width=32,blocks=4"}, {"options": {"blocks": 4, "width": 32}}),
+    ({"lr": "1e-3"}, {"lr": 0.001}),
+    ({"weight_decay": 0}, {"weight_decay": "0.0"}),
+    ({"dropout": "none"}, {"dropout": None}),
+    ({"deterministic": "False"}, {"deterministic": False}),
+]
+
+
+@pytest.mark.parametrize("a, b", SAME)
+def test_every_spelling_of_a_value_logs_one_spelling(a, b):
+    first = config.TrainSettings.from_params(a).params()
+    assert first == config.TrainSettings.from_params(b).params()
+    assert all(
+        text == text.strip() and text not in ("True", "False", "None", "[]")
+        for text in first.values()
+    )
+
+
+BAD = [
+    ("train", {"epochs": "0"}, "epochs"),
+    ("train", {"epochs": "2.5"}, "epochs"),
+    ("train", {"lr": "nan"}, "lr"),
+    ("train", {"lr": "inf"}, "lr"),
+    ("train", {"lr": "-1"}, "lr"),
+    ("train", {"augment": "rotate,,zoom"}, "empty item"),
+    ("train", {"augment": "blur"}, "blur"),
+    ("train", {"flip": "maybe"}, "flip"),
+    ("train", {"resume": "not-a-run"}, "resume"),
+    ("train", {"label_smoothing": "0.1", "loss": "mse"}, "label_smoothing"),
+    ("train", {"nonsense": "1"}, "nonsense"),
+    ("tune", {"lr_min": "0.1", "lr_max": "0.01"}, "lr_min"),
+    ("tune", {"resume": "true"}, "resume"),
+    ("evaluate", {"run_id": "xyz"}, "run_id"),
+    ("main", {"profile": "no-such-profile"}, "not found"),
+]
+
+
+@pytest.mark.parametrize("step, params, word", BAD, ids=[f"{s}-{w}" for s, _, w in BAD])
+def test_bad_values_are_one_clear_error(step, params, word):
+    with pytest.raises(UserError, match=word):
+        config.STEP_SETTINGS[step].from_params(params)
+
+
+def test_tune_settings_nest_the_trials_base_settings():
+    tune = config.TuneSettings.from_params({"model": "lenet5", "epochs": "3", "schedule": "linear"})
+    assert tune.base.model == "lenet5" and tune.base.epochs == 3 and tune.base.schedule == "linear"
+    assert config.TuneSettings().base.epochs == 5  # trials default to 5 epochs, train to 10
+    assert "resume" not in tune.params()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in config.PROFILES_DIR.glob("*.toml")))
+def test_every_profile_loads_and_states_what_it_tunes(name):
+    profile = profiles.load(name)
+    assert profile.train or profile.tune
+    for job in profile.tune:
+        assert "final_seeds" in job.given, f"{name}: a tuning profile states its final_seeds"
+
+
+def test_a_bad_profile_entry_names_the_profile(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[train]]\nmodel = "mlp"\nepochs = 0\n')
+    with pytest.raises(UserError, match="bad.toml.*epochs"):
+        profiles.load(str(bad))
+    bad.write_text('[[train]]\nmodel = "mlp"\nlearning_rate = 0.1\n')
+    with pytest.raises(UserError, match="learning_rate"):
+        profiles.load(str(bad))
+
+
+# --- a configuration's identity --------------------------------------------------------------
+
+
+def key(**params) -> str:
+    return identity.config_key(config.TrainSettings.from_params(params))
+
+
+def test_spelled_out_defaults_give_the_same_key():
+    assert key(model="mini_resnet") == key(model="mini_resnet", options="blocks=3")
+    assert key(model="mini_resnet") == key(model="mini_resnet", options="blocks=3,width=64")
+    assert key(model="mini_resnet") != key(model="mini_resnet", options="blocks=4")
+    assert key(model="cnn2", options="filters=[32,64]") == key(model="cnn2")
+
+
+def test_execution_settings_do_not_change_the_key():
+    base = key(model="lenet5")
+    for extra in ({"seed": 7}, {"device": "cpu"}, {"compile": "false"}, {"deterministic": True}):
+        assert key(model="lenet5", **extra) == base, extra
+    assert key(model="random_forest", options="n_jobs=1") == key(model="random_forest")
+    assert key(model="lenet5", lr=0.01) != base
+
+
+def test_a_baseline_ignores_training_settings_it_does_not_use():
+    assert key(model="logreg", epochs=3, optimizer="sgd") == key(model="logreg")
+    assert key(model="svc") == key(model="svc", subset=10_000)  # its documented default subset
+
+
+def test_the_command_reproduces_the_settings():
+    settings = config.TrainSettings.from_params(
+        {"model": "cnn2", "options": "filters=[32,64],dense=[64]", "flip": True, "lr": 0.003}
+    )
+    argv = shlex.split(identity.command(settings))
+    assert argv[:4] == ["python", "-m", "pipeline", "train"]
+    assert cli.parse("train", argv[4:]) == settings
+
+
+def test_every_reproduced_reference_is_a_configuration_of_the_reports_profile():
+    from pipeline import leaderboard
+
+    keys = {identity.config_key(job.settings) for job in profiles.load("reports").train}
+    refs = leaderboard.REFERENCES
+    reproduced = refs[refs["reproduced_by"] != ""]
+    assert len(reproduced) >= 20
+    for _, row in reproduced.iterrows():
+        settings = config.TrainSettings.from_params(json.loads(row["reproduced_by"]))
+        assert identity.config_key(settings) in keys, (row["source"], row["setting"])
+        assert row["registry_model"] == settings.model
+        assert "setting" in row["validity"] or "invalid" in row["validity"], row["validity"]

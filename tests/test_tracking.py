@@ -1,0 +1,140 @@
+"""What a user sees in the MLflow UI and optuna-dashboard, checked through the API: one
+spelling per setting whichever way a run started, named runs, the experiment's kind, datasets
+and logged models as MLflow 3 intends, results on stdout and progress on stderr.
+
+The browser itself is checked by tools/screenshots.py (outside `make test`: it needs Debian's
+chromium); these tests carry the same checks in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import test_pipeline as tp
+from conftest import mlflow_run, run_step
+
+from pipeline import config
+
+RANDOM_NAME = re.compile(r"[a-z]+-[a-z]+-\d+")  # MLflow's adjective-animal-123
+SYNTHETIC = ["--model", "mlp", "--epochs", "1", "--batch_size", "64"]
+
+
+@pytest.fixture(scope="session")
+def flows(request, tmp_path_factory, real_data):
+    return tp.session_flows(request, tmp_path_factory, real_data)
+
+
+@pytest.fixture(scope="session")
+def tiny_sqlite(flows):
+    return tp.finished(flows, "sqlite")
+
+
+def runs_of(uri: str) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(config.EXPERIMENT_NAME)
+    return client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def one_spelling_per_value(runs: list) -> dict[str, dict]:
+    """param -> {parsed value -> {spellings}} for train and trial runs, where a value has
+    more than one spelling (empty when every value has one)."""
+    kinds = {leaf.name: leaf.kind for leaf in config.TrainSettings.leaves()}
+    seen: dict[str, dict] = {}
+    for run in runs:
+        for name, text in run.data.params.items():
+            if name in kinds:
+                value = repr(kinds[name].parse(text, name))
+                seen.setdefault(name, {}).setdefault(value, set()).add(text)
+    return {k: v for k, v in seen.items() if any(len(s) > 1 for s in v.values())}
+
+
+@pytest.mark.slow
+def test_one_spelling_per_value_whichever_way_a_run_started(tiny_idx_dir, stores, tmp_path):
+    prepared = run_step(
+        ["prepare", "--source", str(tiny_idx_dir), "--allow_unofficial", "true"], stores
+    )
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    digest = json.loads(prepared.stdout.strip().splitlines()[-1])["digest"]  # JSON last
+    data = ["--dataset", digest]
+    # python -m with the other spellings a user may type: logged canonically
+    typed = ["--flip", "False", "--augment", "", "--dropout", "none", "--deterministic", "0"]
+    by_module = run_step(["train", *SYNTHETIC, *data, *typed, "--lr", "1e-3"], stores)
+    assert by_module.returncode == 0, by_module.stderr[-3000:]
+    # mlflow run: what `main` passes (the canonical spellings) and the MLproject defaults
+    params = dict(zip(SYNTHETIC[::2], SYNTHETIC[1::2], strict=True)) | {"--dataset": digest}
+    by_mlflow = mlflow_run("train", {k[2:]: v for k, v in params.items()}, stores, cwd=tmp_path)
+    assert by_mlflow.returncode == 0, by_mlflow.stderr[-3000:]
+    tune = ["--n_trials", "2", "--final", "false", "--pruner", "none", *data]
+    trials = run_step(["tune", *SYNTHETIC, *tune], stores)
+    assert trials.returncode == 0, trials.stderr[-3000:]
+    runs = runs_of(stores["MLFLOW_TRACKING_URI"])
+    steps = [r.data.tags["pipeline.step"] for r in runs]
+    assert sorted(steps) == sorted(["prepare", "train", "train", "tune", "trial", "trial"])
+    assert one_spelling_per_value(runs) == {}
+    assert {r.data.params["flip"] for r in runs if "flip" in r.data.params} <= {"false", "true"}
+    for run in runs:
+        assert not RANDOM_NAME.fullmatch(run.info.run_name), run.info.run_name
+    for result in (prepared, by_module, trials):
+        assert json.loads(result.stdout.strip().splitlines()[-1])["run_id"]
+        assert "epoch 1:" not in result.stdout  # progress goes to stderr
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_runs_are_named_and_the_experiment_opens_on_them(tiny_sqlite):
+    client = tiny_sqlite.client()
+    experiment = client.get_experiment(tiny_sqlite.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    names = {r.data.tags["pipeline.step"]: r.info.run_name for r in tiny_sqlite.children()}
+    assert names["compare"] == "compare" and names["prepare"] == "prepare split_seed=42"
+    assert names["tune"] == "tune mlp (3 trials)" and names["evaluate"] == "evaluate 4 runs"
+    main = tiny_sqlite.client().get_run(tiny_sqlite.main_run_id)
+    assert main.info.run_name == "main tiny"
+    for run in tiny_sqlite.runs():
+        assert not RANDOM_NAME.fullmatch(run.info.run_name), run.info.run_name
+    for run in tiny_sqlite.steps("train"):
+        seed = run.data.params["seed"]
+        assert run.info.run_name.startswith(f"train {run.data.tags['model']} seed={seed}")
+    assert one_spelling_per_value(tiny_sqlite.runs()) == {}
+    assert (
+        json.loads(tiny_sqlite.stdout.strip().splitlines()[-1])["run_id"] == tiny_sqlite.main_run_id
+    )
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_datasets_and_logged_models_as_mlflow_intends(tiny_sqlite):
+    import mlflow
+
+    digest = tiny_sqlite.steps("prepare")[0].data.tags["dataset.digest"]
+    for run in tiny_sqlite.steps("train"):
+        inputs = {(i.dataset.name, i.tags[0].value) for i in run.inputs.dataset_inputs}
+        assert {
+            (f"fashion-mnist-train-{digest[:12]}", "training"),
+            (f"fashion-mnist-val-{digest[:12]}", "validation"),
+            (f"fashion-mnist-test-{digest[:12]}", "test"),  # evaluated
+        } == inputs
+    mlflow.set_tracking_uri(tiny_sqlite.uri)
+    try:
+        models = mlflow.search_logged_models(
+            experiment_ids=[tiny_sqlite.experiment_id],
+            order_by=[{"field_name": "metrics.test_accuracy", "ascending": False}],
+            output_format="list",
+        )
+    finally:
+        mlflow.set_tracking_uri(None)
+    scores = []
+    for model in models:
+        run = tiny_sqlite.client().get_run(model.source_run_id)
+        assert model.model_type == run.data.tags["model"]
+        assert model.params["seed"] == run.data.params["seed"]
+        linked = {m.key: m for m in model.metrics}
+        assert linked["test_accuracy"].value == run.data.metrics["test_accuracy"]
+        assert linked["test_accuracy"].dataset_name == f"fashion-mnist-test-{digest[:12]}"
+        assert "val_f1_macro" in linked and "val_model_accuracy" in linked
+        scores.append(linked["test_accuracy"].value)
+    assert len(models) == tp.TINY_TRAIN_RUNS + 1 and scores == sorted(scores, reverse=True)
