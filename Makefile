@@ -17,7 +17,7 @@ export MLFLOW_HTTP_REQUEST_MAX_RETRIES ?= 2
 export MLFLOW_HTTP_REQUEST_TIMEOUT ?= 20
 export MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR ?= 1
 
-.PHONY: setup run test lint format bench ui server dashboard mlproject clean-venv
+.PHONY: setup run test lint format bench ui server dashboard mlproject screenshots clean-venv
 
 setup: $(BIN)/.installed
 
@@ -33,7 +33,12 @@ run: setup
 	@mkdir -p mlruns
 	$(BIN)/python -m pipeline main --profile $(PROFILE)
 
-test: setup
+# Ray is an extra that `make run` never pulls; the tests need it (tests/test_scale.py).
+$(BIN)/.ray: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[dev,ray]"
+	touch $@
+
+test: setup $(BIN)/.ray
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
@@ -64,6 +69,11 @@ $(BIN)/.dashboard: $(BIN)/.installed
 dashboard: $(BIN)/.dashboard
 	@echo "optuna-dashboard: http://127.0.0.1:$(DASHBOARD_PORT) (a study: /dashboard/studies/<id>, as tune prints)"
 	$(BIN)/optuna-dashboard sqlite:///$(CURDIR)/mlruns/optuna.db --host 127.0.0.1 --port $(DASHBOARD_PORT)
+
+# PNGs of the MLflow UI on this store (after `make run`), for the README; needs Debian's
+# chromium (`apt-get install chromium`), so it stays outside `make test`.
+screenshots: setup
+	$(BIN)/python tools/screenshots.py --store $(CURDIR)/mlruns/mlflow.db --out $(CURDIR)/docs/screenshots
 
 # MLproject is generated from the settings in pipeline/config.py (tests fail when it differs).
 mlproject: setup

@@ -1,84 +1,396 @@
-"""Training throughput of every registered torch model on this machine: prints a table.
+"""Training throughput, side by side in one process: the engine against its limit and a naive
+torchvision pipeline, channels_last on/off, torch.compile on/off. Prints a table, writes JSON.
 
-    python bench/bench_train.py [--models lenet5,cnn2] [--batches 20] [--batch-size 128]
+    python bench/bench_train.py [--models lenet5,cnn2,mini_resnet,fastnet] [--images 2600]
+                                [--repeats 5] [--batch-size 128] [--compile] [--json PATH]
 
-For each model: parameters, training images per second through the engine's own epoch
-(device-resident uint8 data, on-the-fly normalisation, channels_last where it has convs),
-and the seconds one epoch over the 54,000-image training split would take at that rate.
-Uses the real prepared data when present, else random pixels (same shapes, same cost).
-Figures, not a test: a loaded machine gives lower numbers.
+Per model (training images per second, median of --repeats timings, variants interleaved
+so machine noise hits them alike):
+  engine       the engine's own epoch (Trainer.train_epoch): uint8 split in memory, index
+               slices of a seeded permutation, float conversion and a random flip per
+               batch, channels_last for conv nets
+  engine_nchw  the same with channels_last switched off
+  pure         the limit: the same model and optimizer on the same batches, already float
+               tensors in the engine's memory format; only forward, backward, step
+  naive        torchvision `FashionMNIST` + PIL transforms (RandomHorizontalFlip, ToTensor)
+               + `DataLoader(shuffle=True)` (num_workers=0, its default; 2 cores leave no
+               room for workers), model in the default memory format. ToTensor scales to
+               0..1; the batch is multiplied by 255 because every model here standardises
+               raw pixels itself. The raw folder is written from the same images into a
+               temporary `<root>/FashionMNIST/raw/`, so nothing is downloaded.
+  compiled     (--compile) torch.compile through the engine (Trainer(compile=True)); the
+               warm-up's compile time is reported apart and never enters images/s.
+Ratios: engine / pure (1.0 = no overhead left) and engine / naive (the speed-up over the
+naive pipeline). cnn2 runs with batchnorm=true (the variant the 0.1 release timed and the
+compile table covers). Uses the real prepared data when present, else random pixels
+(same shapes, same cost). Figures, not a test: a loaded machine gives lower numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
+import sys
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline import config, data, engine, models
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python bench/bench_train.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from pipeline import config, data, engine, models  # noqa: E402
 
 TRAIN_SIZE = 54_000  # images per epoch with the default split
+# The default set and the options each runs with.
+MODELS = {"lenet5": {}, "cnn2": {"batchnorm": True}, "mini_resnet": {}, "fastnet": {}}
+# A typical run for the "does compiling pay" verdict: the train step's default 10 epochs.
+TYPICAL_RUN_IMAGES = 10 * TRAIN_SIZE
+VARIANTS = ("engine", "engine_nchw", "pure", "naive")
 
 
-def images(n: int) -> data.Split:
+def bench_images(n: int) -> tuple[data.Split, str]:
+    """n training images: the real prepared split when there is one, else random pixels."""
     found = data.find_cache()
     if found is not None:
         split = data.load_split(found, "train")
-        return data.Split(split.images[:n], split.labels[:n])
+        return data.Split(split.images[:n], split.labels[:n]), "real"
     rng = np.random.default_rng(0)
-    return data.Split(rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8), rng.integers(0, 10, n))
+    images = rng.integers(0, 256, (n, 1, 28, 28), dtype=np.uint8)
+    return data.Split(images, rng.integers(0, 10, n).astype(np.int64)), "random"
 
 
-def measure(name: str, split: data.Split, batch_size: int, device: torch.device) -> dict:
-    cfg = config.TrainConfig(model=name, batch_size=batch_size, epochs=1)
-    model = models.build_model(name)
-    small = engine.DeviceSplit.from_split(
-        data.Split(split.images[:256], split.labels[:256]), device
+def train_config(args: argparse.Namespace, name: str) -> config.TrainSettings:
+    # a constant lr: the figures are speeds, and no schedule should end mid-benchmark
+    return config.TrainSettings(
+        model=name, batch_size=args.batch_size, optimizer=args.optimizer, lr=0.01, flip=True
     )
+
+
+def build(name: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return models.build_model(name, **MODELS.get(name, {}))
+
+
+# --- the variants: each returns a callable that times one pass over the images -----------
+
+
+def validation_part(split: data.Split, device) -> engine.DeviceSplit:
+    # 1,100 images = one full eval batch (1,024) and a remainder, like the real 6,000, so
+    # the compiled variant compiles as many graphs as a real run: two training batch sizes
+    # (with the default 2,600 images: 20 x 128 and 40) and two validation sizes.
+    return engine.DeviceSplit.from_split(
+        data.Split(split.images[:1100], split.labels[:1100]), device
+    )
+
+
+def engine_variant(
+    name: str, split: data.Split, args, device, channels_last: bool = True, compile_: bool = False
+):
+    """The engine's epoch; returns (time one epoch -> images/s, compile seconds)."""
+    small = validation_part(split, device)
     trainer = engine.Trainer(
-        model, engine.DeviceSplit.from_split(split, device), small, cfg, device, progress=False
+        build(name),
+        engine.DeviceSplit.from_split(split, device),
+        small,
+        train_config(args, name),
+        device,
+        progress=False,
+        compile=compile_,
     )
-    warm = engine.Trainer(model, small, small, cfg, device, progress=False)
-    warm.train_epoch()  # first batches pay for allocation and kernel selection
+    if not channels_last and trainer.channels_last:
+        trainer.channels_last = False  # the same Parameters, back in NCHW: the optimizer keeps them
+        trainer.model.to(memory_format=torch.contiguous_format)
+    compile_s = trainer.warm_up()
+    trainer.train_epoch()  # warm: allocation and kernel selection
+
+    def one() -> float:
+        _sync(device)
+        return trainer.train_epoch()[2]
+
+    return one, compile_s
+
+
+def pure_variant(name: str, split: data.Split, args, device):
+    """forward/backward/step only, on batches prepared as float tensors beforehand."""
+    model = build(name).to(device)
+    channels_last = engine.uses_channels_last(model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.train()
+    opt = engine.make_optimizer(args.optimizer, model.parameters(), 0.01, 0.0)
+    loss_fn = engine.make_loss("ce")
+    x_all = engine.to_input(torch.tensor(split.images, device=device), channels_last)
+    y_all = torch.tensor(split.labels, device=device)
+    batches = [
+        (x_all[s : s + args.batch_size], y_all[s : s + args.batch_size])
+        for s in range(0, len(y_all), args.batch_size)
+    ]
+
+    def epoch() -> float:
+        _sync(device)
+        started = time.perf_counter()
+        for x, y in batches:
+            with engine.autocast(device):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        _sync(device)
+        return len(y_all) / (time.perf_counter() - started)
+
+    epoch()
+    return epoch
+
+
+def write_torchvision_raw(split: data.Split, root: Path) -> Path:
+    """`<root>/FashionMNIST/raw/` with decoded IDX files of these images (the test files
+    are a stub: torchvision only checks that they exist)."""
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+
+    def idx(array: np.ndarray) -> bytes:
+        header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+        return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+    images, labels = split.images[:, 0], split.labels.astype(np.uint8)
+    for prefix in ("train", "t10k"):
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(idx(images))
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(idx(labels))
+    return root
+
+
+def naive_variant(name: str, root: Path, args, device):
+    """What a typical tutorial does: torchvision dataset, PIL transforms, DataLoader."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    transform = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.ToTensor()])
+    dataset = datasets.FashionMNIST(str(root), train=True, download=False, transform=transform)
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True)
+    model = build(name).to(device).train()
+    opt = engine.make_optimizer(args.optimizer, model.parameters(), 0.01, 0.0)
+    loss_fn = engine.make_loss("ce")
+
+    def epoch() -> float:
+        _sync(device)
+        started = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device) * 255, y.to(device)  # ToTensor's 0..1 -> raw 0..255
+            with engine.autocast(device):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        _sync(device)
+        return len(dataset) / (time.perf_counter() - started)
+
+    epoch()
+    return epoch
+
+
+def _sync(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    trainer.train_epoch()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    rate = len(split.labels) / (time.perf_counter() - started)
+        torch.cuda.synchronize(device)
+
+
+# --- the place for the tracking overhead ---------------------------------------------------
+
+
+def mlflow_overhead(name: str, epochs: int, subset: int) -> dict | None:
+    """The time a real training run (fit.run: the train step's own code) spends inside
+    tracking calls, from pipeline.tracking's OVERHEAD counter, in a temporary store: per
+    epoch (the epoch's metrics) as a share of the epoch time, and once per run (parameters,
+    datasets, figures, the logged model). None when MLflow is not installed (a GPU machine
+    with PyTorch only)."""
+    import os
+
+    try:
+        from pipeline import fit, tracking
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory(prefix="fmb-overhead-") as tmp:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+        os.environ["FMB_MLRUNS_DIR"] = tmp
+        tracking.apply_defaults()
+        settings = config.TrainSettings(model=name, epochs=epochs, patience=epochs, subset=subset)
+        job = fit.prepare(settings)
+        marks: list[float] = []
+        start = tracking.OVERHEAD.seconds
+        _, summary = fit.run(
+            job, hook=lambda epoch, metrics: marks.append(tracking.OVERHEAD.seconds)
+        )
+        total = tracking.OVERHEAD.seconds - start
+    # between two epochs' hooks the run logs only the later epoch's metrics
+    per_epoch = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    epoch_s = summary["train_time_s"] / summary["epochs_run"]
+    per_epoch_s = statistics.median(per_epoch) if per_epoch else float("nan")
     return {
         "model": name,
-        "n_params": models.count_parameters(model),
-        "images_per_s": rate,
-        "epoch_s": TRAIN_SIZE / rate,
+        "epochs": epochs,
+        "epoch_s": epoch_s,
+        "per_epoch_tracking_s": per_epoch_s,
+        "per_epoch_share": per_epoch_s / epoch_s,
+        "run_tracking_s": total,
+        "run_share": total / summary["train_time_s"],
     }
 
 
-def main() -> None:
+# --- one model -----------------------------------------------------------------------------
+
+
+def measure(name: str, split: data.Split, root: Path, args, device) -> dict:
+    """Every variant of one model, interleaved over --repeats rounds; medians."""
+    runs: dict[str, Callable[[], float]] = {}
+    runs["engine"], _ = engine_variant(name, split, args, device)
+    runs["engine_nchw"], _ = engine_variant(name, split, args, device, channels_last=False)
+    runs["pure"] = pure_variant(name, split, args, device)
+    runs["naive"] = naive_variant(name, root, args, device)
+    compile_s = None
+    if args.compile:
+        runs["compiled"], compile_s = engine_variant(name, split, args, device, compile_=True)
+    timings: dict[str, list[float]] = {key: [] for key in runs}
+    for _ in range(args.repeats):
+        for key, one in runs.items():
+            timings[key].append(one())
+    med = {key: statistics.median(values) for key, values in timings.items()}
+    row = {
+        "model": name,
+        "options": MODELS.get(name, {}),
+        "n_params": models.count_parameters(build(name)),
+        "images_per_s": med,
+        "timings": timings,
+        "engine_over_pure": med["engine"] / med["pure"],
+        "engine_over_naive": med["engine"] / med["naive"],
+        "channels_last_speedup": med["engine"] / med["engine_nchw"],
+        "epoch_s": TRAIN_SIZE / med["engine"],
+    }
+    if compile_s is not None:
+        row.update(compile_summary(med["engine"], med["compiled"], compile_s))
+    return row
+
+
+def compile_summary(eager_ips: float, compiled_ips: float, compile_s: float) -> dict:
+    """Steady-state speed-up and after how many training images compiling has paid off."""
+    saved_per_image = 1 / eager_ips - 1 / compiled_ips  # seconds
+    breakeven = compile_s / saved_per_image if saved_per_image > 0 else float("inf")
+    return {
+        "compile_s": compile_s,
+        "compile_speedup": compiled_ips / eager_ips,
+        "breakeven_images": breakeven,
+        # the assumption behind the verdict: a typical run trains TYPICAL_RUN_IMAGES images
+        "compile_pays": breakeven < TYPICAL_RUN_IMAGES,
+    }
+
+
+def print_table(rows: list[dict]) -> None:
+    cols = [*VARIANTS, "compiled"] if any("compile_s" in r for r in rows) else list(VARIANTS)
+    head = f"{'model':<12} {'params':>9} " + " ".join(f"{c:>11}" for c in cols)
+    head += f" {'eng/pure':>8} {'eng/naive':>9} {'cl gain':>7}"
+    if "compiled" in cols:
+        head += f" {'compile_s':>9} {'speedup':>7} {'pays':>5}"
+    print(head)
+    for r in rows:
+        ips = r["images_per_s"]
+        line = f"{r['model']:<12} {r['n_params']:>9,} " + " ".join(
+            f"{ips[c]:>11,.0f}" for c in cols
+        )
+        line += (
+            f" {r['engine_over_pure']:>8.2f} {r['engine_over_naive']:>9.2f}"
+            f" {r['channels_last_speedup']:>7.2f}"
+        )
+        if "compile_s" in r:
+            line += (
+                f" {r['compile_s']:>9.1f} {r['compile_speedup']:>7.2f}"
+                f" {str(r['compile_pays']).lower():>5}"
+            )
+        print(line, flush=True)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(config.TORCH_MODEL_NAMES))
-    parser.add_argument("--batches", type=int, default=20, help="timed batches per model")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated names")
+    parser.add_argument("--images", type=int, default=2600, help="images per timed epoch")
+    parser.add_argument("--repeats", type=int, default=5, help="timings per variant (median)")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--optimizer", default="sgd", help="adam, adamw, sgd, rmsprop")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = default")
+    parser.add_argument(
+        "--mlflow-overhead",
+        default="lenet5",
+        help="model of the real training run whose tracking time is measured; none = skip",
+    )
+    parser.add_argument("--overhead-epochs", type=int, default=3)
+    parser.add_argument("--overhead-subset", type=int, default=0, help="0 = all 54,000 images")
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "bench_train.json"))
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = engine.select_device(args.device)
-    split = images(args.batches * args.batch_size)
+    split, kind = bench_images(args.images)
+    names = [n for n in args.models.split(",") if n]
     print(
         f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"batch {args.batch_size}, {len(split.labels)} timed images per model"
+        f"batch {args.batch_size}, {args.optimizer}, {len(split.labels)} {kind} images per "
+        f"timing, median of {args.repeats}"
     )
-    print(f"{'model':<12} {'params':>11} {'images/s':>10} {'s/epoch (54k)':>14}")
-    for name in args.models.split(","):
-        row = measure(name, split, args.batch_size, device)
-        print(
-            f"{row['model']:<12} {row['n_params']:>11,} {row['images_per_s']:>10,.0f} "
-            f"{row['epoch_s']:>14,.1f}",
-            flush=True,
-        )
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fmb-torchvision-") as tmp:
+        root = write_torchvision_raw(split, Path(tmp))
+        for name in names:
+            rows.append(measure(name, split, root, args, device))
+    print_table(rows)
+    overhead = None
+    if args.mlflow_overhead != "none":
+        overhead = mlflow_overhead(args.mlflow_overhead, args.overhead_epochs, args.overhead_subset)
+        if overhead is None:
+            print("mlflow_overhead skipped: MLflow is not installed here")
+        else:
+            o = overhead
+            print(
+                f"mlflow_overhead model={o['model']} epochs={o['epochs']} epoch_s={o['epoch_s']:.2f}"
+                f" per_epoch_tracking_s={o['per_epoch_tracking_s']:.3f}"
+                f" per_epoch_share={100 * o['per_epoch_share']:.2f}%"
+                f" run_tracking_s={o['run_tracking_s']:.2f} run_share={100 * o['run_share']:.1f}%"
+            )
+    meta = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
+        "images": len(split.labels),
+        "data": kind,
+        "repeats": args.repeats,
+        "typical_run_images": TYPICAL_RUN_IMAGES,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "loadavg": _loadavg(),
+    }
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "rows": rows, "mlflow_overhead": overhead}, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(get_args_parser().parse_args()))

@@ -1,11 +1,14 @@
 """The main job: a profile's steps as child runs of one main run, in order
-prepare -> train -> tune -> evaluate -> compare.
+prepare -> train and tune -> evaluate -> compare.
 
-As in MLflow's multistep example, each step is `mlflow run` of this project's own entry
-point, and a finished step whose entry point, settings, code version and data all match is
-reused, so an interrupted pipeline continues where it stopped. `compare` always runs anew:
-its input is the set of runs. A train or tune job that fails is reported and the rest go on;
-compare ranks what finished and lists what failed, and main exits non-zero at the end.
+As in MLflow's multistep example, each step is this project's own entry point run as a child
+of the main run, and a finished step whose entry point, settings, code version and data all
+match is reused, so an interrupted pipeline continues where it stopped; a killed train run
+with a checkpoint is resumed, not started again. `compare` always runs anew: its input is
+the set of runs. Independent jobs (the train runs, the workers of a study, evaluations) go
+to the executor (pipeline/executors.py): one after another, or side by side on Ray. A job
+that fails is reported and the rest go on; compare ranks what finished and lists what
+failed, and main exits non-zero at the end.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from pipeline import config, data, profiles, tracking
+from pipeline import config, data, executors, profiles, tracking
 from pipeline.config import EvaluateSettings, MainSettings
 from pipeline.errors import UserError
+
+SERVER_STORAGES = ("postgresql", "mysql")  # Optuna storages that parallel workers may share
 
 
 def say(text: str) -> None:
@@ -40,6 +45,7 @@ class Chain:
     settings: MainSettings
     experiment_id: str
     code_version: str
+    executor: object  # executors.Local or executors.Ray
     reused: int = 0
     ran: int = 0
     failed: list[str] = field(default_factory=list)
@@ -65,46 +71,61 @@ class Chain:
             "tags.`mlflow.project.entryPoint` = 'train' and attributes.status = '{}'"
             f" and tags.`code.version` = '{self.code_version}'"
         )
-        found = [
-            run for status in ("KILLED", "FAILED") for run in tracking.runs(query.format(status))
-        ]
         same = self.matches(job)
-        for run in found:
-            if same(run.data.params) and config.checkpoint_path(run.info.run_id).is_file():
-                return run.info.run_id
+        for status in ("KILLED", "FAILED"):
+            for run in tracking.runs(query.format(status)):
+                if same(run.data.params) and config.checkpoint_path(run.info.run_id).is_file():
+                    return run.info.run_id
         return None
 
-    def run(self, job: profiles.Job, reuse: bool = True, usable=None) -> str:
-        """The run id of the job: a finished matching run, a resumed one, or a new one."""
-        shown = " ".join(f"{k}={v}" for k, v in job.params().items())
-        found = None
-        if reuse:
-            found = tracking.finished_step_run(
-                job.entry, self.code_version, self.matches(job), usable
-            )
+    def finished(self, job: profiles.Job, usable=None) -> str | None:
+        found = tracking.finished_step_run(job.entry, self.code_version, self.matches(job), usable)
         if found:
             self.reused += 1
-            say(f"{job.entry} {shown}: reusing finished run {found}")
-            return found
+            say(f"{job.entry} {shown(job)}: reusing finished run {found}")
+        return found
+
+    def launch(self, job: profiles.Job, reuse: bool = True) -> executors.Launch:
         resume = self.resumable(job) if reuse else None
         params = {**job.params(), **({"resume": "true"} if resume else {})}
-        say(f"{job.entry} {shown}: " + (f"resuming run {resume}" if resume else "running"))
+        say(f"{job.entry} {shown(job)}: " + (f"resuming run {resume}" if resume else "running"))
+        torch = job.entry in ("train", "tune") and not getattr(job.settings, "is_sklearn", False)
+        return executors.Launch(job.entry, params, resume, torch)
+
+    def run_all(
+        self, jobs: list[profiles.Job], reuse: bool = True, usable=None
+    ) -> list[str | None]:
+        """Each job's run id (None for a failed one): finished matching runs are reused, the
+        rest run on the executor; failures are recorded and the pipeline goes on."""
+        found = [self.finished(job, usable) if reuse else None for job in jobs]
+        todo = [i for i, run_id in enumerate(found) if run_id is None]
         started = time.time()
-        run_id = tracking.run_entry_point(
-            job.entry, params, self.settings.env_manager, self.experiment_id, resume
-        )
-        self.ran += 1
-        say(f"{job.entry} done in {time.time() - started:.0f} s (run {run_id})")
+        # one at a time: each job's "running" line when it starts; on Ray: all submitted
+        batches = [todo] if isinstance(self.executor, executors.Ray) else [[i] for i in todo]
+        outcomes = []
+        for batch in batches:
+            outcomes += self.executor.map([self.launch(jobs[i], reuse) for i in batch])
+        for i, outcome in zip(todo, outcomes, strict=True):
+            self.ran += 1
+            if outcome.error:
+                self.failed.append(outcome.error)
+                say(f"FAILED: {outcome.error}")
+            else:
+                found[i] = outcome.run_id
+        if todo:
+            say(f"{len(todo)} job(s) done in {time.time() - started:.0f} s")
+        return found
+
+    def run(self, job: profiles.Job, reuse: bool = True, usable=None) -> str:
+        """One job that the rest depends on (prepare, compare): its failure stops main."""
+        (run_id,) = self.run_all([job], reuse, usable)
+        if run_id is None:
+            raise UserError(self.failed.pop())
         return run_id
 
-    def try_run(self, job: profiles.Job, reuse: bool = True) -> str | None:
-        """Like run(), but a failed job is recorded and the pipeline goes on."""
-        try:
-            return self.run(job, reuse)
-        except UserError as exc:
-            self.failed.append(str(exc))
-            say(f"FAILED: {exc}")
-            return None
+
+def shown(job: profiles.Job) -> str:
+    return " ".join(f"{k}={v}" for k, v in job.params().items())
 
 
 def cache_exists(run) -> bool:
@@ -113,34 +134,60 @@ def cache_exists(run) -> bool:
     return data.find_cache(run.data.tags.get("dataset.digest") or "-") is not None
 
 
+def study_workers(chain: Chain, job: profiles.Job) -> list[profiles.Job]:
+    """The tune jobs of one study: several workers side by side on Ray when the Optuna
+    storage is a server (SQLite and journal files are not for parallel writers: one
+    worker), each with final=false; the retrain follows once the study is complete."""
+    parallel = isinstance(chain.executor, executors.Ray) and chain.executor.workers > 1
+    if not (parallel and job.settings.storage.startswith(SERVER_STORAGES)):
+        return [job]
+    return [job.with_params(final=False)] * chain.executor.workers
+
+
+def tune_all(chain: Chain, jobs: list[profiles.Job]) -> list[str]:
+    """Every study's retrained runs (to evaluate)."""
+    final = []
+    for job, workers in ((job, study_workers(chain, job)) for job in jobs):
+        ids = chain.run_all(workers)
+        if len(workers) > 1 and all(ids):  # the study is complete: retrain its best once
+            ids = chain.run_all([job], reuse=False)
+        for run_id in ids:
+            tags = tracking.get_run(run_id).data.tags if run_id else {}
+            final += [i for i in tags.get("tune.final_run_ids", "").split(",") if i]
+    return final
+
+
 def evaluate_all(chain: Chain, train_ids: list[str]) -> None:
-    """One evaluate run for every train run not evaluated yet (Python starts once)."""
+    """Every train run not evaluated yet: one evaluate run for all of them (Python starts
+    once) with executor=local; on Ray one evaluate run per worker, side by side."""
     todo = []
     for run_id in dict.fromkeys(train_ids):
         if tracking.get_run(run_id).data.tags.get("evaluated") == "true":
             say(f"evaluate run_id={run_id}: already evaluated")
         else:
             todo.append(run_id)
-    if todo:
-        settings = EvaluateSettings(run_id=",".join(todo))
-        chain.try_run(profiles.Job("evaluate", settings, ("run_id",)), reuse=False)
+    width = chain.executor.workers if isinstance(chain.executor, executors.Ray) else 1
+    groups = [todo[i::width] for i in range(width)]
+    jobs = [
+        profiles.Job("evaluate", EvaluateSettings(run_id=",".join(ids)), ("run_id",))
+        for ids in groups
+        if ids
+    ]
+    chain.run_all(jobs, reuse=False)
 
 
 def run_profile(profile: profiles.Profile, chain: Chain, main_run_id: str) -> str:
-    """prepare -> train -> tune -> evaluate -> compare; returns the compare run's id."""
+    """prepare -> train and tune -> evaluate -> compare; returns the compare run's id."""
     prepared = chain.run(profile.prepare, usable=cache_exists)  # nothing goes on without it
     digest = tracking.get_run(prepared).data.tags["dataset.digest"]
     tracking.set_tags(main_run_id, {"dataset.digest": digest})
     split = profile.prepare.settings.split
-    data_params = {
+    on_data = {
         "dataset": digest,
         "val_fraction": split.val_fraction,
         "split_seed": split.split_seed,
     }
-    train_ids = [chain.try_run(job.with_params(**data_params)) for job in profile.train]
-    for job in profile.tune:
-        tuned = chain.try_run(job.with_params(**data_params))
-        final = tracking.get_run(tuned).data.tags.get("tune.final_run_ids") if tuned else None
-        train_ids += final.split(",") if final else []
+    train_ids = chain.run_all([job.with_params(**on_data) for job in profile.train])
+    train_ids += tune_all(chain, [job.with_params(**on_data) for job in profile.tune])
     evaluate_all(chain, [i for i in train_ids if i])
     return chain.run(profile.compare, reuse=False)

@@ -139,6 +139,7 @@ SAMPLERS = ("tpe", "random")
 SPACES = ("base", "wide")  # declared in pipeline/study/space.py
 TTA_MODES = ("none", "flip")
 ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
+EXECUTORS = ("local", "ray")  # declared in pipeline/executors.py
 SORTABLE_METRICS = (
     "test_accuracy",
     "test_f1_macro",
@@ -564,9 +565,38 @@ class MainSettings(Settings):
     env_manager: str = setting(
         "local",
         v.Choice(ENV_MANAGERS),
-        "env manager of every child `mlflow run` (MLflow does not forward it)",
+        "env manager of every child `mlflow run` with executor=local (MLflow does not forward"
+        " it); Ray tasks run in the Python of their Ray worker",
         identity=False,
     )
+    executor: str = setting(
+        "local",
+        v.Choice(EXECUTORS),
+        "local: one job at a time; ray: independent jobs side by side on the Ray cluster at"
+        " RAY_ADDRESS, or on a local Ray instance when it is unset",
+        identity=False,
+    )
+    workers: int = setting(
+        0,
+        v.Int(0),
+        "jobs at once with executor=ray; 0 = what the cluster offers (its CPUs, or its GPUs"
+        " divided by gpus_per_job)",
+        "jobs",
+        identity=False,
+    )
+    gpus_per_job: float = setting(
+        1.0,
+        v.Float(0, 1, low_open=True),
+        "GPU share of a torch job on Ray (0.5 or 0.25 lets small models share one GPU)",
+        "GPUs",
+        identity=False,
+    )
+
+    def check(self) -> None:
+        if self.workers and self.executor == "local":
+            raise UserError(
+                "workers applies to executor=ray; executor=local runs one job at a time"
+            )
 
 
 # The steps, in pipeline order: `python -m pipeline <step>` and the MLproject entry points.

@@ -26,9 +26,10 @@ from pipeline import config
 
 IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
-# Bump when the cache layout or the digest changes, so old caches are never misread: format 2
-# adds the SHA-256 of the split's index arrays to the manifest and to the digest.
-CACHE_FORMAT = 2
+# Bump when the cache layout or the digest changes, so old caches are never misread: format 3
+# adds the SHA-256 of the split's index arrays to the manifest and to the digest, and each
+# cache file's SHA-256 to the manifest (0.1 wrote format 1).
+CACHE_FORMAT = 3
 
 
 class DataError(ValueError):
@@ -336,7 +337,9 @@ def intact(directory: Path, manifest: dict) -> bool:
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     manifest = read_manifest(path.parent)
     if manifest is None:
-        raise DataError(f"{path.parent / 'manifest.json'}: missing or unreadable; run prepare again")
+        raise DataError(
+            f"{path.parent / 'manifest.json'}: missing or unreadable; run prepare again"
+        )
     with np.load(io.BytesIO(_checked_bytes(path, manifest))) as npz:
         arrays = {key: npz[key] for key in npz.files}
     labels = [a for key, a in arrays.items() if key.endswith("_y")]

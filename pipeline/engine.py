@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from pipeline import config
 from pipeline.augment import make_augmenter
 from pipeline.data import Split
 
-EVAL_BATCH = 1024  # images per forward pass when no gradients are kept
+EVAL_BATCH = config.PREDICT_BATCH  # images per forward pass when no gradients are kept
 
 
 class NonFiniteLoss(RuntimeError):
@@ -98,8 +99,26 @@ def make_loss(
     return {"ce": ce, "nll": nll, "mse": mse}[name]
 
 
+LINEAR_WARMUP = 0.2  # share of all steps spent ramping the lr up in the linear schedule
+
+
+def linear_factor(step: int, total_steps: int) -> float:
+    """lr multiplier of the `linear` schedule for optimizer step `step` (0-based): a ramp up
+    over the first 20% of the steps (1/w, 2/w, ..., 1), then a straight line down that
+    reaches 0 after the last step (airbench's triangle)."""
+    total = max(2, total_steps)
+    warm = min(total - 1, max(1, round(LINEAR_WARMUP * total)))
+    if step < warm:
+        return (step + 1) / warm
+    return max(0.0, (total - step) / (total - warm))
+
+
 def make_scheduler(name: str, optimizer, lr: float, total_steps: int):
     """Stepped once per batch; None for a constant learning rate."""
+    if name == "linear":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: linear_factor(step, total_steps)
+        )
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
     if name == "onecycle":
@@ -138,13 +157,17 @@ def to_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
 def predict_logits(
     model: nn.Module, images: torch.Tensor, channels_last: bool = False
 ) -> torch.Tensor:
-    """Logits (N, 10) float32 for uint8 images already on the model's device."""
+    """Logits (N, 10) float32 for uint8 images already on the model's device.
+
+    Always fp32, never autocast: the logged model runs in fp32, so validation scores the
+    model exactly as `evaluate` and a consumer of the logged model will. Eval mode, so a
+    model with test-time augmentation (fastnet's `tta`) applies it here too.
+    """
     model.eval()
-    device = images.device
-    outs = []
-    for start in range(0, len(images), EVAL_BATCH):
-        with autocast(device):
-            outs.append(model(to_input(images[start : start + EVAL_BATCH], channels_last)).float())
+    outs = [
+        model(to_input(images[start : start + EVAL_BATCH], channels_last)).float()
+        for start in range(0, len(images), EVAL_BATCH)
+    ]
     return torch.cat(outs) if outs else torch.empty(0, config.NUM_CLASSES)
 
 
@@ -179,7 +202,8 @@ class FitResult:
     best_val_accuracy: float
     epochs_run: int
     stopped_early: bool
-    train_time_s: float
+    train_time_s: float  # training + validation of every epoch; never compilation
+    compile_time_s: float = 0.0  # the torch.compile warm-up; 0.0 when not compiled
 
 
 @dataclass
@@ -189,16 +213,30 @@ class Trainer:
     model: nn.Module
     train: DeviceSplit
     val: DeviceSplit
-    cfg: config.TrainConfig
+    cfg: config.TrainSettings  # what to train: optimizer, loss, schedule, augmentation, ...
     device: torch.device
     checkpoint_path: Path | None = None
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None
     progress: bool = True
+    compile: bool = False  # run forward passes through torch.compile (see resolve_compile)
 
     def __post_init__(self):
         self.channels_last = uses_channels_last(self.model)
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=memory)
+        # What runs the forward passes. self.model stays the plain module, so checkpoints
+        # and state_dicts never carry torch.compile's `_orig_mod.` prefixes.
+        self.runner: nn.Module = compiled(self.model) if self.compile else self.model
+        self.compile_time_s = 0.0
+        self._warm = not self.compile
+        if getattr(self.model, "tta", False) and not self.cfg.flip:
+            # measured: fastnet trained without flips scored 88.8% validation with flip
+            # TTA against 94.1% without it (bench/results/fastnet_search.md, trial D7)
+            warnings.warn(
+                "the model averages its predictions over mirror images (tta=true) but"
+                " flip=false: it will score far worse; set flip=true or tta=false",
+                stacklevel=2,
+            )
         cfg = self.cfg
         self.loss_fn = make_loss(cfg.loss, cfg.label_smoothing)
         self.optimizer = make_optimizer(
@@ -212,10 +250,44 @@ class Trainer:
         self.order = torch.Generator().manual_seed(cfg.seed)  # batch order, on CPU
         self.state = FitState()
 
+    # -- compilation --
+    def warm_up(self) -> float:
+        """Compile every graph the run will need before any timing starts; returns seconds.
+
+        Forward + backward of a full training batch (and of the last, smaller one), with
+        the gradients thrown away and no optimizer step, then eval-mode forwards of the
+        validation batch sizes (switching to eval recompiles). The BatchNorm statistics and
+        the global RNG are restored afterwards, so the warm-up leaves no trace in training.
+        """
+        if self._warm:
+            return 0.0
+        started = time.perf_counter()
+        saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        self.runner.train()
+        for size in _batch_sizes(len(self.train), self.cfg.batch_size):
+            x = to_input(self.train.images[:size], self.channels_last)  # (size, 1, 28, 28)
+            with autocast(self.device):
+                logits = self.runner(x)
+            self.loss_fn(logits.float(), self.train.labels[:size]).backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        for size in _batch_sizes(len(self.val), EVAL_BATCH):
+            predict_logits(self.runner, self.val.images[:size], self.channels_last)
+        self.model.load_state_dict(saved)
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, self.device)
+            torch.cuda.synchronize(self.device)
+        self._warm = True
+        self.compile_time_s = time.perf_counter() - started
+        return self.compile_time_s
+
     # -- one epoch --
     def train_epoch(self) -> tuple[float, float, float]:
         """(mean training loss, training accuracy, images per second) of one epoch."""
-        self.model.train()
+        self.warm_up()  # no-op unless compiling; never inside the timed epoch
+        self.runner.train()
         n, bs = len(self.train), self.cfg.batch_size
         perm = torch.randperm(n, generator=self.order).to(self.device)
         loss_sum = torch.zeros((), device=self.device)
@@ -226,7 +298,7 @@ class Trainer:
             x = self.augmenter(to_input(self.train.images[idx], self.channels_last))
             y = self.train.labels[idx]
             with autocast(self.device):
-                logits = self.model(x)
+                logits = self.runner(x)
             loss = self.loss_fn(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -260,11 +332,12 @@ class Trainer:
     # -- the loop --
     def fit(self) -> FitResult:
         cfg, state = self.cfg, self.state
+        self.warm_up()  # compile first (a no-op when not compiling): never on the epoch clock
         while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
             began = time.perf_counter()
             train_loss, train_acc, ips = self.train_epoch()
             val_loss, val_acc = evaluate_split(
-                self.model, self.val, self.loss_fn, self.channels_last
+                self.runner, self.val, self.loss_fn, self.channels_last
             )
             state.epoch += 1
             metrics = {
@@ -281,7 +354,7 @@ class Trainer:
             self.save_checkpoint()
             if self.on_epoch_end is not None:
                 self.on_epoch_end(state.epoch, metrics)
-        if state.best_weights is not None:  # early stopping restores the best epoch
+        if cfg.restore_best and state.best_weights is not None:  # the best epoch's weights
             self.model.load_state_dict(state.best_weights)
         return FitResult(
             state.history,
@@ -290,6 +363,7 @@ class Trainer:
             state.epoch,
             state.epoch < cfg.epochs,
             state.train_time_s,
+            self.compile_time_s,
         )
 
     def _record(self, metrics: dict[str, float]) -> None:
@@ -334,7 +408,7 @@ class Trainer:
             atomic_torch_save(self.checkpoint(), self.checkpoint_path)
 
     def load_checkpoint(self, path: Path) -> None:
-        ckpt = torch.load(path, map_location=self.device, weights_only=True)
+        ckpt = load_checkpoint_file(path, self.device)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt["scheduler"] is not None:
@@ -347,16 +421,98 @@ class Trainer:
         self.state = FitState(**ckpt["state"], best_weights=ckpt["best_weights"])
 
 
+def _batch_sizes(n: int, batch: int) -> list[int]:
+    """The distinct batch sizes an epoch over n items produces: full and the remainder."""
+    return sorted({min(n, batch), n % batch} - {0}, reverse=True)
+
+
+# --- torch.compile ------------------------------------------------------------------------
+
+
+def compiled(model: nn.Module) -> nn.Module:
+    """torch.compile with static shapes: an epoch has at most two training and two
+    validation batch sizes, all compiled by Trainer.warm_up, and a static graph per size
+    avoids the slower dynamic-shape graph that a second size would otherwise trigger.
+
+    Drops the graphs compiled for earlier models first. TorchDynamo caches graphs per code
+    object, and every `nn.Sequential` shares one forward(): in a process that trains model
+    after model (a study, a benchmark) the fourth model would pass the limit of 8 graphs
+    per code object, and past it torch runs eager without an error (seen in
+    bench/bench_train.py). One compiled Trainer at a time per process, therefore.
+    """
+    torch._dynamo.reset()
+    return torch.compile(model, dynamic=False)
+
+
+# Does torch.compile pay for itself? (device kind -> model name -> measurement.) "verdict"
+# is what compile="auto" does: "compile" only where the measured steady-state gain wins back
+# the compile time within a typical run; "eager" where it does not. Combinations never
+# measured (a GPU, MPS, any model not listed) mean no compile: compile_verdict() reports
+# them as "unmeasured".
+#
+# cpu: measured 2026-11-30 on the project's 2-core AMD EPYC VM (AVX-512), torch 2.14.1,
+# 2 threads, with `TORCHINDUCTOR_CACHE_DIR=<empty dir> python bench/bench_train.py
+# --compile` (bench/results/bench_train.json): batch 128, SGD, channels_last on both
+# sides, 2,600 real images per timed epoch, median of 5 interleaved timings. compile_s:
+# Trainer.warm_up with a cold compile cache, i.e. the 4 graphs of a real run (2 training
+# and 2 validation batch sizes). speedup: compiled / eager training images per second.
+# Assumed typical run: 10 epochs of 54,000 images; since every model ran SLOWER compiled,
+# compiling never pays back here, whatever the run length. cnn2 was measured with
+# batchnorm=true. (A second run with a warm cache: compile 1.5-31 s, speed-ups 0.73-0.85.)
+_MEASURED = ("lenet5", "cnn2", "mini_resnet", "fastnet")
+COMPILE_TABLE: dict[str, dict[str, dict]] = {
+    "cpu": {
+        "lenet5": {"compile_s": 35.1, "speedup": 0.64, "verdict": "eager"},
+        "cnn2": {"compile_s": 24.9, "speedup": 0.82, "verdict": "eager"},
+        "mini_resnet": {"compile_s": 25.9, "speedup": 0.92, "verdict": "eager"},
+        "fastnet": {"compile_s": 31.4, "speedup": 0.89, "verdict": "eager"},
+    },
+    # no GPU and no Apple machine were available when the table was filled
+    "cuda": {name: {"verdict": "unmeasured"} for name in _MEASURED},
+    "mps": {name: {"verdict": "unmeasured"} for name in _MEASURED},
+}
+
+
+def compile_verdict(device_kind: str, model_name: str) -> str:
+    """'compile', 'eager' or 'unmeasured' for a device kind (cpu, cuda, mps) and model."""
+    entry = COMPILE_TABLE.get(device_kind, {}).get(model_name)
+    return "unmeasured" if entry is None else entry["verdict"]
+
+
+def resolve_compile(mode: str | bool, device: torch.device, model_name: str) -> bool:
+    """The `compile` setting as a bool: "true"/"false" (or a bool) as given; "auto" compiles
+    only where COMPILE_TABLE shows a net gain counting compile time."""
+    if isinstance(mode, bool):
+        return mode
+    mode = str(mode).strip().lower()
+    if mode in ("true", "false"):
+        return mode == "true"
+    if mode != "auto":
+        raise ValueError(f"compile must be auto, true or false, got {mode!r}")
+    return compile_verdict(torch.device(device).type, model_name) == "compile"
+
+
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temp file, fsync, rename: a crash leaves the old file or the new."""
+    """torch.save to a temp file, fsync, rename: a crash leaves the old file or the new,
+    and a failed write (a full disk) removes its temp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint_file(path: Path, device: torch.device) -> dict:
+    """A checkpoint's tensors and plain values, never code: weights_only=True refuses any
+    pickled object (a crafted file cannot run anything when it is loaded)."""
+    return torch.load(path, map_location=device, weights_only=True)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -83,7 +83,9 @@ def resumed(settings: TrainSettings) -> tuple[TrainSettings, str] | None:
     if run.info.status == "FINISHED":
         return None
     if not config.checkpoint_path(run_id).is_file():
-        raise UserError(f"cannot resume run {run_id}: no checkpoint at {config.checkpoint_path(run_id)}")
+        raise UserError(
+            f"cannot resume run {run_id}: no checkpoint at {config.checkpoint_path(run_id)}"
+        )
     try:
         with tracking.artifact(run_id, "config.json") as path:
             saved = json.loads(path.read_text())
@@ -162,8 +164,11 @@ def fit_torch(job: Job, run_id: str, hook: EpochHook | None, log_model: bool) ->
         relog_missing_epochs(run_id, trainer.state.history)
         print(f"resumed after epoch {trainer.state.epoch}", file=sys.stderr)
     result = trainer.fit()
+    last = result.history["val_accuracy"][-1]
     summary = {
         "best_val_accuracy": result.best_val_accuracy,
+        # what the logged weights scored on validation: evaluate checks the logged model
+        "logged_val_accuracy": result.best_val_accuracy if s.restore_best else last,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "n_params": models.count_parameters(model),
@@ -239,6 +244,7 @@ def fit_sklearn(job: Job, run_id: str, hook: EpochHook | None, log_model: bool) 
     log_epoch(run_id, 1, epoch, hook)
     summary = {
         "best_val_accuracy": epoch["val_accuracy"],
+        "logged_val_accuracy": epoch["val_accuracy"],
         "best_epoch": 1,
         "epochs_run": 1,
         "n_params": sklearn_size(estimator),
@@ -249,6 +255,8 @@ def fit_sklearn(job: Job, run_id: str, hook: EpochHook | None, log_model: bool) 
     tracking.set_tags(run_id, {"device": "cpu", "train.size": str(len(train.labels))})
     if log_model:
         params = job.settings.params()
-        uri, model_id = tracking.log_sklearn_model(estimator, val.images, params, job.settings.model)
+        uri, model_id = tracking.log_sklearn_model(
+            estimator, val.images, params, job.settings.model
+        )
         tracking.set_tags(run_id, {"model.uri": uri, "model.id": model_id})
     return summary

@@ -55,7 +55,7 @@ TEXT_COLUMNS = {
     "test_official": ("test.official", None),  # 'true', 'false', or '' (not evaluated)
     "error": ("error", None),
     "tuned": ("tune.tuned", None),  # 'true' for the retrains of a study's best configuration
-    "n_trials": ("tune.n_trials", None),  # the trials behind a tuned configuration
+    "tune_trials": ("tune.n_trials", None),  # the trials behind a tuned configuration
 }
 RECORD_COLUMNS = (
     "run_id",
@@ -76,7 +76,7 @@ RECORD_COLUMNS = (
     "device",
     "error",
     "tuned",
-    "n_trials",
+    "tune_trials",
 )
 # Runs of one configuration on one data group, trained by one code version (seeds of two
 # code versions are never averaged: each version is a row of its own); a second run of the
@@ -166,8 +166,8 @@ def records(runs: pd.DataFrame) -> pd.DataFrame:
     out["subset"] = _integers(_tag(runs, "train.subset", "subset")).fillna(0).astype(int)
     out["evaluated"] = _tag(runs, "evaluated").str.lower() == "true"
     out["test_official"] = out["test_official"].str.lower()
-    for column in runs:
-        if column.startswith("metrics."):
+    for column in runs:  # metrics never overwrite a record column of the same name
+        if column.startswith("metrics.") and column[8:] not in out:
             out[column[8:]] = pd.to_numeric(runs[column], errors="coerce")
     frame = pd.DataFrame(out, index=runs.index)
     return frame[[*RECORD_COLUMNS, *(c for c in frame if c not in RECORD_COLUMNS)]].reset_index(
@@ -246,7 +246,7 @@ def _summarise(group: pd.DataFrame, extra: str | None) -> dict:
     best = _best_run(group)
     label = best["config_label"]
     if best["tuned"] == "true":  # its validation accuracy is free of selection (fresh seeds)
-        label += f" (tuned, {best['n_trials'] or '?'} trials)"
+        label += f" (tuned, {best['tune_trials'] or '?'} trials)"
     row = {"model": best["model"], "config_label": label, "n_seeds": len(group)}
     for name in (*SUMMARY_METRICS, *((extra,) if extra else ())):
         row[f"{name}_mean"] = _num(group, name).mean()

@@ -230,7 +230,11 @@ def welch(a: Sequence[float], b: Sequence[float]) -> dict:
     """Welch's t-test (unequal variances) of two samples, e.g. per-seed test accuracies of
     two configurations: t statistic, two-sided p value, degrees of freedom."""
     result = stats.ttest_ind(np.asarray(a, float), np.asarray(b, float), equal_var=False)
-    return {"statistic": float(result.statistic), "p_value": float(result.pvalue), "df": float(result.df)}
+    return {
+        "statistic": float(result.statistic),
+        "p_value": float(result.pvalue),
+        "df": float(result.df),
+    }
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:

@@ -431,3 +431,21 @@ def test_reproductions_show_the_published_number_beside_ours():
     assert out.loc["other", "published"] == ""
     shown = report.to_markdown({lb.main_section(): out.reset_index()}, None, lb.REFERENCES, None)
     assert "published within our seeds' range" in shown and "+0.02; -0.70" in shown
+
+
+def test_tuned_rows_say_so_with_their_trials_and_metrics_never_overwrite_records():
+    tuned = scored("t1", 0.9, 0.9, key="k-t") | {
+        "tags.tune.tuned": "true",
+        "tags.tune.n_trials": "12",
+    }
+    tune_parent = run("p", step="tune", evaluated=False) | {
+        "metrics.n_trials": 12.0,
+        "metrics.model": 1.0,
+    }
+    table = lb.aggregate(lb.records(frame(tuned, scored("u1", 0.8, 0.8, key="k-u"), tune_parent)))
+    labels = dict(zip(table["best_run_id"], table["config_label"], strict=True))
+    assert labels["t1"].endswith("(tuned, 12 trials)") and "tuned" not in labels["u1"]
+    assert table.set_index("best_run_id").loc["t1", "tuned"] and table["model"].tolist() == [
+        "cnn2",
+        "cnn2",
+    ]

@@ -62,6 +62,8 @@ VARIANTS = [
     ("mini_resnet", {"blocks": 4}),  # report 000, test 2
     ("vgg", {"channels": (32, 64), "batchnorm": False}),
     ("lstm", {"layers": 2, "dense": ()}),
+    ("fastnet", {"widths": [32, 64], "depth": 2, "tta": False}),  # JSON list, 2 blocks
+    ("fastnet", {"widths": (8, 16, 32, 64, 128)}),  # 5 blocks: 28 -> 14 -> 7 -> 3 -> 1
 ]
 
 
@@ -89,7 +91,15 @@ REPORTED_COUNTS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "options", "trainable", "bn_stats"), REPORTED_COUNTS)
+# Counts stated by our own families' docstrings (fastnet: the CPU recipe's default net).
+STATED_COUNTS = [
+    ("fastnet", {}, 401_978, 2 * (16 + 64 + 128 + 256)),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "trainable", "bn_stats"), REPORTED_COUNTS + STATED_COUNTS
+)
 def test_reported_parameter_counts(name: str, options: dict, trainable: int, bn_stats: int) -> None:
     model = build_model(name, **options)
     assert count_parameters(model) == trainable
@@ -136,6 +146,9 @@ INVALID = [
     (lambda: build_model("cnn4", padded="yes"), "true or false"),
     (lambda: build_model("vgg", channels=(8, 8, 8, 8, 8)), "1 to 4 stages"),
     (lambda: build_model("resnet18", resize=16), "0 or >= 32"),
+    (lambda: build_model("fastnet", widths=(16,)), "2 to 5 blocks"),
+    (lambda: build_model("fastnet", depth=0), "integer >= 1"),
+    (lambda: build_model("fastnet", tta="yes"), "true or false"),
     (lambda: build_model("cnn1", dropout=1.0), "in [0, 1)"),
     (lambda: build_model("lstm", dropout=-0.1), "lstm' must be a number in [0, 1)"),
     (lambda: build_model("svc"), "build_baseline"),
@@ -150,6 +163,31 @@ def test_invalid_name_or_option(call, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)) as err:
         call()
     assert "\n" not in str(err.value)  # one line: the step prints it as `error: ...`
+
+
+def test_fastnet_flip_tta() -> None:
+    """Eval mode averages the logits of x and its mirror image; train mode is plain."""
+    torch.manual_seed(0)
+    model = build_model("fastnet", widths=(8, 16, 32)).eval()
+    plain = build_model("fastnet", widths=(8, 16, 32), tta=False).eval()
+    plain.load_state_dict(model.state_dict())
+    x = raw_images(5)
+    with torch.no_grad():
+        expected = (plain(x) + plain(x.flip(-1))) / 2
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+        mirrored = model(x.flip(-1))  # TTA makes the prediction mirror-invariant
+        torch.testing.assert_close(mirrored, model(x), rtol=1e-5, atol=1e-5)
+    model.train(), plain.train()
+    torch.testing.assert_close(model(x), plain(x))  # train mode: one plain forward, no TTA
+
+
+def test_fastnet_exports_in_eval_mode() -> None:
+    """Logged models are pt2 (torch.export) files: the TTA branch must trace."""
+    model = build_model("fastnet").eval()
+    exported = torch.export.export(model, (torch.zeros(8, 1, 28, 28),))
+    x = raw_images(8)
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x))
 
 
 def dropout_rates(model: nn.Module) -> list[float]:

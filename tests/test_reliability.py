@@ -641,6 +641,21 @@ def test_scikit_learn_models_load_only_through_skops_with_our_trusted_types():
         check_safe(wider, "models:/bad")
 
 
+@pytest.mark.parametrize("name", config.SKLEARN_MODEL_NAMES)
+def test_every_baseline_needs_only_the_trusted_types(name):
+    import skops.io
+
+    from pipeline import models
+    from pipeline.tracking.models import SKOPS_TRUSTED_TYPES
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (200, 1, 28, 28)).astype(np.float32)
+    options = {"n_estimators": 3} if name == "random_forest" else {}
+    model = models.build_baseline(name, 0, **options).fit(images, np.repeat(np.arange(10), 20))
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    assert set(untrusted) <= set(SKOPS_TRUSTED_TYPES), untrusted
+
+
 def test_skops_itself_refuses_a_type_nobody_trusted(tmp_path):
     import skops.io
     from sklearn.pipeline import Pipeline

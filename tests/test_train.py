@@ -76,7 +76,27 @@ def test_schedules_step_per_batch(name):
     if name == "none":
         assert lrs == [0.1] * 10
     else:
-        assert lrs[-1] < 0.05  # both anneal towards zero by the end
+        assert lrs[-1] < 0.05  # all anneal towards zero by the end
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    """20% of the steps ramp up to the peak, then a straight line down to 0."""
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    opt = engine.make_optimizer("sgd", params, 0.1, 0)
+    scheduler = engine.make_scheduler("linear", opt, 0.1, total_steps=10)
+    used = []  # the lr each optimizer step runs with
+    for _ in range(10):
+        used.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    assert used == pytest.approx(
+        [0.05, 0.1, 0.1, 0.0875, 0.075, 0.0625, 0.05, 0.0375, 0.025, 0.0125]
+    )
+    assert opt.param_groups[0]["lr"] == 0.0  # after the last step
+    # per-batch: a long run warms up over its first fifth
+    factors = [engine.linear_factor(s, 1000) for s in range(1000)]
+    assert int(np.argmax(factors)) == 199 and factors[0] == pytest.approx(1 / 200)
+    assert all(a >= b for a, b in zip(factors[199:], factors[200:], strict=False))
 
 
 # --- the training loop on tiny synthetic data ------------------------------------------
@@ -107,7 +127,7 @@ def trainer(cfg, ckpt=None, on_epoch_end=None):
     )
 
 
-BASE = config.TrainConfig(
+BASE = config.TrainSettings(
     model="cnn2",
     epochs=4,
     batch_size=32,
@@ -187,7 +207,7 @@ def test_non_finite_loss_stops_with_a_clear_message():
 @pytest.mark.parametrize("name", config.SKLEARN_MODEL_NAMES)
 def test_every_baseline_reports_its_size(name):
     from pipeline import models
-    from pipeline.steps.fitting import sklearn_size
+    from pipeline.fit import sklearn_size
 
     split = tiny_splits(200, 0)
     estimator = models.build_baseline(name, seed=0)
@@ -200,10 +220,10 @@ def test_every_baseline_reports_its_size(name):
 
 @pytest.fixture
 def tiny_digest(tiny_idx_dir, stores):
-    from pipeline.steps.prepare import prepare
+    from pipeline.preparation import prepare
 
-    _, manifest = prepare(
-        config.PrepareConfig(source=str(tiny_idx_dir), allow_unofficial=True), log=False
+    _, _, manifest, _ = prepare(
+        config.PrepareSettings(source=str(tiny_idx_dir), allow_unofficial=True)
     )
     return manifest["digest"]
 
@@ -211,15 +231,15 @@ def tiny_digest(tiny_idx_dir, stores):
 def test_train_never_opens_the_test_split(tiny_digest, stores, monkeypatch):
     import mlflow
 
-    from pipeline.steps.train import train
+    from pipeline import fit
 
     def forbidden(*args, **kwargs):
         raise AssertionError("train opened the test split")
 
     monkeypatch.setattr(data, "load_test_split", forbidden)
     monkeypatch.setattr(np, "load", _guard_np_load(np.load))
-    cfg = config.TrainConfig(model="mlp", epochs=1, dataset=tiny_digest, batch_size=64)
-    run_id, summary = train(cfg)
+    cfg = config.TrainSettings(model="mlp", epochs=1, dataset=tiny_digest, batch_size=64)
+    run_id, summary = fit.run(fit.prepare(cfg))
     run = mlflow.MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED" and summary["epochs_run"] == 1
     assert run.data.tags["dataset.digest"] == tiny_digest
@@ -343,11 +363,11 @@ def test_sigterm_kills_the_run_and_resume_finishes_it(tiny_digest, stores, tmp_p
         [sys.executable, "-m", "pipeline", *args],
         cwd=ROOT,
         env=clean_env(stores),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,  # the step reports each epoch on stderr
         text=True,
     )
-    for line in proc.stdout:  # wait until one epoch is checkpointed and logged
+    for line in proc.stderr:  # wait until one epoch is checkpointed and logged
         if line.startswith("epoch 2:"):
             break
     proc.send_signal(signal.SIGTERM)
@@ -369,3 +389,93 @@ def test_sigterm_kills_the_run_and_resume_finishes_it(tiny_digest, stores, tmp_p
     assert steps == list(range(1, epochs_run + 1)), "an epoch logged twice or missing"
     assert epochs_run > len(steps_before)
     assert not (tmp_path / "mlruns" / "checkpoints" / f"{run.info.run_id}.pt").exists()
+
+
+# --- torch.compile and fp32 prediction ---------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(torch, "compile"), reason="torch.compile unavailable")
+def test_compiled_trainer_fits_and_keeps_plain_state_dict_keys(tmp_path):
+    """One epoch through torch.compile (10-30 s of compiling on 2 CPU cores, less with a
+    warm compile cache): the checkpoint and state_dict keys are the plain module's, compile
+    time is reported apart and the warm-up leaves weights and BatchNorm statistics alone."""
+    from pipeline import models
+
+    cfg = replace(BASE, model="fastnet", epochs=1, batch_size=50, augment=())
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    model = models.build_model("fastnet", widths=(8, 16))
+
+    def compiled_trainer(checkpoint=None):
+        return engine.Trainer(
+            model,
+            engine.DeviceSplit.from_split(tiny_splits(200, 0), device),  # 4 batches of 50
+            engine.DeviceSplit.from_split(tiny_splits(100, 1), device),
+            cfg,
+            device,
+            checkpoint,
+            progress=False,
+            compile=True,
+        )
+
+    t = compiled_trainer(tmp_path / "c.pt")
+    result = t.fit()
+    assert result.epochs_run == 1 and result.compile_time_s > 0
+    # compiling takes seconds, an epoch over 200 tiny images a fraction of one: the
+    # compile time must not have leaked into the epoch clock
+    assert result.train_time_s < result.compile_time_s
+    assert np.isfinite(result.history["train_loss"][0])
+    plain_keys = set(models.build_model("fastnet", widths=(8, 16)).state_dict())
+    assert set(t.model.state_dict()) == plain_keys
+    ckpt = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert set(ckpt["model"]) == plain_keys and not any("_orig_mod" in k for k in ckpt["model"])
+
+    again = compiled_trainer()  # a second warm-up, on trained weights
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert again.warm_up() > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_uncompiled_trainer_reports_no_compile_time():
+    result = trainer(replace(BASE, epochs=1)).fit()
+    assert result.compile_time_s == 0.0
+
+
+@pytest.mark.parametrize(
+    ("mode", "device", "name", "expected"),
+    [
+        (True, "cpu", "cnn2", True),
+        ("false", "cpu", "fastnet", False),
+        ("true", "cuda", "lenet5", True),
+        ("auto", "cuda", "fastnet", False),  # never measured on a GPU: no compile
+        ("auto", "cpu", "no_such_model", False),
+    ],
+)
+def test_resolve_compile(mode, device, name, expected):
+    assert engine.resolve_compile(mode, torch.device(device), name) is expected
+
+
+def test_resolve_compile_follows_the_table():
+    for kind, table in engine.COMPILE_TABLE.items():
+        for name, entry in table.items():
+            want = entry["verdict"] == "compile"
+            assert engine.resolve_compile("auto", torch.device(kind), name) is want
+    assert engine.compile_verdict("cuda", "fastnet") == "unmeasured"
+    with pytest.raises(ValueError, match="auto, true or false"):
+        engine.resolve_compile("sometimes", torch.device("cpu"), "cnn2")
+
+
+def test_predictions_are_fp32_without_autocast(monkeypatch):
+    """Validation scores the model as the logged fp32 model runs: no autocast anywhere."""
+
+    def forbidden(device):
+        raise AssertionError("predict_logits entered autocast")
+
+    monkeypatch.setattr(engine, "autocast", forbidden)
+    from pipeline import models
+
+    model = models.build_model("fastnet", widths=(8, 16))
+    images = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    logits = engine.predict_logits(model, images, channels_last=True)
+    assert logits.dtype == torch.float32 and logits.shape == (5, 10)
+    assert not model.training

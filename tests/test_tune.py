@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, clean_env, mlflow_run, run_step, store_env
 
-from pipeline import config, data
+from pipeline import data
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 TINY = ["--model", "mlp", "--subset", "300", "--batch_size", "64"]  # seconds per trial

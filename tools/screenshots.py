@@ -98,14 +98,25 @@ def main() -> int:
     args = parser.parse_args()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        print("error: chromium not found; install Debian's: apt-get install chromium", file=sys.stderr)
+        print(
+            "error: chromium not found; install Debian's: apt-get install chromium", file=sys.stderr
+        )
         return 2
     store = args.store if "://" in args.store else f"sqlite:///{Path(args.store).resolve()}"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
     server = subprocess.Popen(
-        [mlflow_bin, "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)],
+        [
+            mlflow_bin,
+            "ui",
+            "--backend-store-uri",
+            store,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

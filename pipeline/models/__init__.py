@@ -16,14 +16,14 @@ from typing import Any, Literal
 
 from torch import nn
 
-from pipeline.models import baselines, cnn, mlp, resnet, rnn
+from pipeline.models import baselines, cnn, fast, mlp, resnet, rnn
 from pipeline.models.layers import Standardize, check_dropout
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    family: str  # mlp, cnn, resnet, rnn, sklearn: the builder's module
+    family: str  # mlp, cnn, resnet, rnn, fast, sklearn: the builder's module
     builder: Callable[..., Any]
     kind: Literal["torch", "sklearn"]
     description: str
@@ -42,6 +42,7 @@ _SPECS = (
     ModelSpec("resnet18", "resnet", resnet.build_resnet18, "torch", "torchvision ResNet-18, 1-channel stem (report 004)"),
     ModelSpec("vgg", "cnn", cnn.build_vgg, "torch", "VGG-style 3-stage conv stack (report 004)"),
     ModelSpec("lstm", "rnn", rnn.build_lstm, "torch", "128-unit LSTM over the 28 rows (report 003)"),
+    ModelSpec("fastnet", "fast", fast.build_fastnet, "torch", "time-to-accuracy CNN, pool-first BN blocks, flip TTA"),
     # default_subset: fit times of each default on 2 CPU cores (the shared 2-core dev machine,
     # load average 2-5 from other jobs, so upper bounds), float32 raw pixels, a random 54,000
     # of the 60,000 training images (or uniform random pixels and labels), November 2026;
@@ -77,6 +78,22 @@ def default_options(name: str) -> dict[str, Any]:
     `dropout` is left out (None there means the model's own default) and so is `seed`."""
     params = inspect.signature(get_spec(name).builder).parameters.values()
     return {p.name: p.default for p in params if p.name not in ("dropout", "seed")}
+
+
+# Options that change how a model runs, not what it learns: never part of its identity.
+EXECUTION_OPTIONS = {"random_forest": ("n_jobs",)}
+
+
+def resolved_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The family's defaults with `options` merged in, minus execution-only options; lists
+    for sequences, so spelled-out defaults and omitted ones compare equal."""
+    merged = {**default_options(name), **options}
+    skip = EXECUTION_OPTIONS.get(name, ())
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in sorted(merged.items())
+        if k not in skip
+    }
 
 
 def _check_options(spec: ModelSpec, options: dict[str, Any]) -> None:
@@ -159,4 +176,5 @@ __all__ = [
     "get_spec",
     "is_sklearn",
     "model_summary",
+    "resolved_options",
 ]

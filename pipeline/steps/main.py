@@ -29,15 +29,19 @@ def main(settings: MainSettings) -> int:
     from pipeline import profiles
 
     profile = profiles.load(settings.profile)  # every entry checked before any run starts
-    from pipeline import tracking
+    from pipeline import executors, tracking
 
     tracking.apply_defaults()
     tracking.check_reachable()
-    with tracking.pipeline_lock():  # a second pipeline on this store fails: "store busy"
-        return run(settings, profile)
+    executor = executors.EXECUTORS[settings.executor](settings)  # Ray checked before any run
+    try:
+        with tracking.pipeline_lock():  # a second pipeline on this store fails: "store busy"
+            return run(settings, profile, executor)
+    finally:
+        executor.close()
 
 
-def run(settings: MainSettings, profile) -> int:
+def run(settings: MainSettings, profile, executor) -> int:
     from pipeline import chain, tracking
     from pipeline.errors import UserError
 
@@ -49,7 +53,8 @@ def run(settings: MainSettings, profile) -> int:
     ) as run_id:
         tracking.log_text(profile.text, f"profile_{profile.name}.toml", run_id)
         experiment = tracking.get_run(run_id).info.experiment_id
-        steps = chain.Chain(settings, experiment, tracking.code_version())
+        executor.bind(experiment, run_id)
+        steps = chain.Chain(settings, experiment, tracking.code_version(), executor)
         compare_run = chain.run_profile(profile, steps, run_id)
         seconds = time.time() - started
         counts = {"steps_run": steps.ran, "steps_reused": steps.reused}

@@ -81,6 +81,15 @@ def retrain_best(study, settings: TuneSettings, parent: str, run_tags: dict) -> 
     return out
 
 
+def default_trial(study, settings: TuneSettings):
+    """The completed trial of the enqueued base configuration, if there is one."""
+    defaults = space.defaults(settings)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if trial.params == defaults:
+            return trial
+    return None
+
+
 def log_study(study, settings: TuneSettings, run_id: str) -> None:
     """Plots, trials table, best parameters and the search space on the parent run."""
     for name, plot in PLOTS.items():
@@ -109,6 +118,9 @@ def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict:
         "n_pruned": states.count(optuna.trial.TrialState.PRUNED),
         "best_trial_val_accuracy": best.value,
     }
+    default = default_trial(study, settings)
+    if default is not None:  # the configuration the search started from, for comparison
+        result["default_trial_val_accuracy"] = default.value
     ids = retrained(study)
     if ids:
         print(f"best trial {best.number} was retrained already: runs {ids}", file=sys.stderr)

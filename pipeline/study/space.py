@@ -104,4 +104,15 @@ def defaults(settings: TuneSettings) -> dict[str, Any]:
 
 
 def trial_settings(base: TrainSettings, params: dict[str, Any]) -> TrainSettings:
+    """The base settings with a trial's parameters. Label smoothing applies to the ce loss
+    only: a trial that draws another loss trains without it (and logs label_smoothing 0).
+    A model with flip test-time augmentation (fastnet's `tta`) uses it only when the trial
+    trains with flips (without them, averaging over mirror images costs ~5 points)."""
+    from pipeline import models
+
+    if params.get("loss", base.loss) != "ce":
+        params = {**params, "label_smoothing": 0.0}
+    has_tta = "tta" in models.default_options(base.model) and "tta" not in base.options
+    if has_tta and "flip" in params:
+        params = {**params, "options": {**base.options, "tta": bool(params["flip"])}}
     return base.replace(**params)

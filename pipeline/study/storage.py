@@ -103,7 +103,9 @@ def close_and_retry(study, trial) -> None:
     tracking.close_run(run_id, "FAILED")
     tracking.close_run(trial.user_attrs.get("mlflow_worker_run_id"), "KILLED")
     if run_id:
-        config.checkpoint_path(run_id).unlink(missing_ok=True)  # when the dead worker shared mlruns/
+        config.checkpoint_path(run_id).unlink(
+            missing_ok=True
+        )  # when the dead worker shared mlruns/
     # the retry is a new trial with a run of its own: it must not inherit the dead run's id
     trial.user_attrs = {"retry_of_trial": trial.number}
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)

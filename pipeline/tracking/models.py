@@ -21,9 +21,17 @@ from pipeline.errors import UserError
 from pipeline.tracking.log import DatasetRef, timed
 
 MODEL_NAME = "model"  # the logged model's name inside its run
-# The only types a logged scikit-learn baseline may contain (skops refuses any other when
-# loading): numpy's reshape inside a FunctionTransformer, see pipeline/models/baselines.py.
-SKOPS_TRUSTED_TYPES = ["numpy.reshape"]
+# The only types beyond skops' own defaults that a logged scikit-learn baseline may contain
+# (skops refuses any other when loading): numpy's reshape in the flatten step of every
+# baseline (pipeline/models/baselines.py), a random forest's trees, sk_mlp's Adam state and
+# svc's sigmoid calibration. tests/test_reliability.py checks each baseline needs no more.
+SKOPS_TRUSTED_TYPES = [
+    "numpy.reshape",
+    "sklearn.tree._tree.Tree",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+]
 
 
 def signature():

@@ -188,6 +188,32 @@ def child_run(parent_id: str, name: str, tags: dict[str, str]) -> str:
     return client().create_run(experiment_id, run_name=name, tags=resolved).info.run_id
 
 
+def project_child_run(parent_id: str, entry: str) -> str:
+    """A child run of `parent_id` for an entry point of this project, tagged as `mlflow run`
+    tags the runs it creates (entry point, source type PROJECT, git commit, user), for a job
+    that another process (a Ray task) runs in it."""
+    from mlflow.utils.git_utils import get_git_commit
+    from mlflow.utils.mlflow_tags import (
+        MLFLOW_GIT_COMMIT,
+        MLFLOW_PROJECT_ENTRY_POINT,
+        MLFLOW_SOURCE_NAME,
+        MLFLOW_SOURCE_TYPE,
+    )
+
+    from pipeline import config
+
+    tags = {
+        MLFLOW_PROJECT_ENTRY_POINT: entry,
+        MLFLOW_SOURCE_TYPE: "PROJECT",
+        MLFLOW_SOURCE_NAME: str(config.ROOT),
+        "pipeline.step": entry,
+    }
+    commit = get_git_commit(str(config.ROOT))
+    if commit:
+        tags[MLFLOW_GIT_COMMIT] = commit
+    return child_run(parent_id, f"{entry} (queued)", tags)
+
+
 def close_run(run_id: str | None, status: str, tags: dict[str, str] | None = None) -> None:
     """End a run left RUNNING; a tracking error is reported, never fatal."""
     if not run_id:

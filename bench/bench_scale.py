@@ -1,0 +1,78 @@
+"""Scale-out: wall time of a whole `main` pipeline, one job at a time and on Ray.
+
+    python bench/bench_scale.py                       # profile tiny: local, ray x1, ray x2
+    python bench/bench_scale.py --profile quick --configs local,ray:2
+
+Each configuration runs `python -m pipeline main` from scratch in a store of its own (the
+prepared data is shared, so every run starts equal), one after another on this machine, and
+the wall time of each is printed with its speed-up over `local`. Writes JSON (`--json`).
+Needs the `ray` extra for the ray configurations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(profile: str, executor: str, workers: int, data_dir: Path) -> float:
+    """Seconds of one pipeline in a fresh store (the data cache is shared)."""
+    base = Path(tempfile.mkdtemp(prefix="fmb-scale-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env |= {
+        "FMB_DATA_DIR": str(data_dir),
+        "FMB_MLRUNS_DIR": str(base / "mlruns"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlruns' / 'mlflow.db'}",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    argv = [sys.executable, "-m", "pipeline", "main", "--profile", profile, "--executor", executor]
+    argv += ["--workers", str(workers)] if executor == "ray" else []
+    started = time.perf_counter()
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    shutil.rmtree(base, ignore_errors=True)
+    if done.returncode != 0:
+        raise SystemExit(
+            f"error: {' '.join(argv[3:])} failed: {done.stderr.strip().splitlines()[-1:]}"
+        )
+    return seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--configs", default="local,ray:1,ray:2", help="local, ray:<workers>")
+    parser.add_argument("--data-dir", default=os.environ.get("FMB_DATA_DIR", str(ROOT / "data")))
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "bench_scale.json"))
+    args = parser.parse_args()
+    print(
+        f"bench_scale profile={args.profile} cpus={os.cpu_count()} (each config from an empty store)"
+    )
+    rows = []
+    for spec in args.configs.split(","):
+        executor, _, workers = spec.partition(":")
+        seconds = run(args.profile, executor, int(workers or 0), Path(args.data_dir))
+        rows.append({"executor": executor, "workers": int(workers or 0), "seconds": seconds})
+        print(f"executor={executor} workers={workers or '-'} wall_s={seconds:.1f}", flush=True)
+    local = next((r["seconds"] for r in rows if r["executor"] == "local"), None)
+    for row in rows:
+        if local and row["executor"] == "ray":
+            print(
+                f"speedup executor=ray workers={row['workers']} vs local: {local / row['seconds']:.2f}x"
+            )
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"profile": args.profile, "runs": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Where `main` runs its independent jobs: one after another here (`local`), or side by
+side as Ray tasks on a local Ray instance or the cluster at RAY_ADDRESS (`ray`).
+
+Local: each job is `mlflow run` of the project's entry point, a child run of the active main
+run (MLflow's multistep workflow). Ray: the main process creates each job's child run first
+(with the tags `mlflow run` gives: entry point, source, user, parent) and a Ray task runs the
+entry point's command in that run (`MLFLOW_RUN_ID`, as `mlflow run` hands a run over), so a
+job is the same MLflow child run whichever executor ran it. A task that fails, or whose
+worker or node dies, is retried by Ray up to MAX_RETRIES times; a retry continues the same
+run from its checkpoint (`resume`) rather than starting another. The tracking settings reach
+the tasks through Ray's runtime_env. Ray is imported only here (the `ray` extra).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from pipeline import config, tracking
+from pipeline.errors import UserError
+
+MAX_RETRIES = 2  # attempts after the first, for a failed job or a dead worker or node
+# Environment a job needs, sent to Ray tasks through runtime_env (never a shared shell).
+FORWARDED = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "FMB_DATA_DIR",
+    "FMB_MLRUNS_DIR",
+    "FASHION_MNIST_DIR",
+)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One job to run: its entry point, `-P` values, the run to use (None: a new one) and
+    whether it trains a torch model (it then asks for a GPU share where there are GPUs)."""
+
+    entry: str
+    params: dict[str, str]
+    run_id: str | None = None
+    torch: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run_id: str | None
+    error: str | None = None
+
+
+class Local:
+    """One job at a time, each an `mlflow run` child of the active main run."""
+
+    def __init__(self, settings: config.MainSettings):
+        self.settings = settings
+
+    def bind(self, experiment_id: str, main_run_id: str) -> None:
+        """The main run the jobs belong to (known once it has started)."""
+        self.experiment_id, self.main_run_id = experiment_id, main_run_id
+
+    def map(self, launches: list[Launch]) -> list[Outcome]:
+        out = []
+        for job in launches:
+            try:
+                run_id = tracking.run_entry_point(
+                    job.entry, job.params, self.settings.env_manager, self.experiment_id, job.run_id
+                )
+                out.append(Outcome(run_id))
+            except UserError as exc:
+                out.append(Outcome(job.run_id, str(exc)))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def check_ray_address(address: str) -> None:
+    """An unreachable cluster is one line now, not a long wait inside ray.init."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if address in ("auto", "local") or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UserError(
+            f"the Ray cluster at RAY_ADDRESS={address} is unreachable ({exc.strerror or exc});"
+            " start it (`ray start --head`) or unset RAY_ADDRESS for a local Ray instance"
+        ) from None
+
+
+def connect(workers: int):
+    """ray, initialised: the cluster at RAY_ADDRESS, else a local instance."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(
+            "executor=ray needs Ray: pip install -e '.[ray]' (or executor=local)"
+        ) from None
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        check_ray_address(address)
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers or None, include_dashboard=False, log_to_driver=False)
+    except Exception as exc:
+        raise UserError(f"cannot start or join Ray ({type(exc).__name__}: {exc})") from None
+    return ray
+
+
+def job_env() -> dict[str, str]:
+    """What a Ray task's process needs: the store, the data, this Python on PATH."""
+    env = {k: os.environ[k] for k in FORWARDED if k in os.environ}
+    env["MLFLOW_EXPERIMENT_ID"] = tracking.ensure_experiment()
+    env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"
+    return env
+
+
+class Ray(Local):
+    """Jobs side by side as Ray tasks, at most `workers` at once. Connects when made, so a
+    missing Ray or an unreachable cluster is one line before any run starts."""
+
+    def __init__(self, settings: config.MainSettings):
+        super().__init__(settings)
+        self.ray = connect(settings.workers)
+        resources = self.ray.cluster_resources()
+        self.gpus = float(resources.get("GPU", 0))
+        offered = (
+            int(self.gpus / settings.gpus_per_job) if self.gpus else int(resources.get("CPU", 1))
+        )
+        self.workers = settings.workers or max(1, offered)
+        self.pending: list = []
+
+    def bind(self, experiment_id: str, main_run_id: str) -> None:
+        super().bind(experiment_id, main_run_id)
+        self.env = job_env()
+
+    def options(self, job: Launch) -> dict:
+        """Resources: a GPU share for a torch job where there are GPUs, else one core and
+        one torch thread (two jobs on two cores must not both start two threads)."""
+        env = dict(self.env)
+        if job.torch and self.gpus:
+            resources = {"num_gpus": self.settings.gpus_per_job, "num_cpus": 1}
+        else:
+            resources = {"num_cpus": 1}
+            env |= {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        return {
+            **resources,
+            "max_retries": MAX_RETRIES,
+            "retry_exceptions": True,
+            "runtime_env": {"env_vars": env},
+        }
+
+    def map(self, launches: list[Launch]) -> list[Outcome]:
+        remote = self.ray.remote(run_job)
+        refs, results = {}, {}
+        queue = list(enumerate(launches))
+        while queue or refs:
+            while queue and len(refs) < self.workers:  # each run is made when its job starts
+                index, job = queue.pop(0)
+                run_id = job.run_id or tracking.project_child_run(self.main_run_id, job.entry)
+                args = (job.entry, job.params, run_id, self.main_run_id)
+                refs[remote.options(**self.options(job)).remote(*args)] = (index, run_id)
+            self.pending = list(refs)
+            done, _ = self.ray.wait(list(refs), num_returns=1)
+            for ref in done:
+                index, run_id = refs.pop(ref)
+                try:
+                    results[index] = Outcome(self.ray.get(ref))
+                except Exception as exc:  # after the last retry
+                    results[index] = Outcome(
+                        run_id, f"{launches[index].entry} run {run_id}: {reason(exc)}"
+                    )
+        return [results[i] for i in range(len(launches))]
+
+    def close(self) -> None:
+        """Cancel what still runs (its steps get SIGTERM and end their runs KILLED)."""
+        for ref in self.pending:
+            with contextlib.suppress(Exception):  # finished already
+                self.ray.cancel(ref, force=True)
+        self.ray.shutdown()
+
+
+def reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:300] if text else type(exc).__name__
+
+
+EXECUTORS = {"local": Local, "ray": Ray}
+
+
+# --- inside a Ray task ------------------------------------------------------------------
+
+
+def die_with_parent() -> None:
+    """In the job's process: SIGTERM when the Ray worker that started it dies, so a
+    cancelled or killed task never leaves its step running (Linux prctl)."""
+    import ctypes
+
+    with contextlib.suppress(OSError):  # not Linux: no such guard
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def run_job(entry: str, params: dict[str, str], run_id: str, main_run_id: str) -> str:
+    """The entry point's command in run `run_id` (a retry continues from the checkpoint);
+    returns the run id; raises on failure so that Ray retries it."""
+    if entry == "train":
+        run_id, params = resume_or_restart(run_id, params, main_run_id)
+    argv = [sys.executable, "-m", "pipeline", entry, *(f"--{k}={v}" for k, v in params.items())]
+    env = {**os.environ, "MLFLOW_RUN_ID": run_id}
+    done = subprocess.run(
+        argv, cwd=config.ROOT, env=env, preexec_fn=die_with_parent, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise RuntimeError(lines[-1] if lines else f"{entry} exited with {done.returncode}")
+    return run_id
+
+
+def resume_or_restart(run_id: str, params: dict[str, str], main_run_id: str):
+    """A train run that was started before: resumed from its checkpoint when this machine
+    has it; started anew in a fresh run when epochs were logged but the checkpoint is on
+    another node (so that no epoch is logged twice)."""
+    if config.checkpoint_path(run_id).is_file():
+        return run_id, {**params, "resume": "true"}
+    if tracking.metric_steps(run_id, "val_accuracy"):
+        fresh = tracking.project_child_run(main_run_id, "train")
+        tracking.close_run(run_id, "FAILED", {"error": f"retried as run {fresh} on another node"})
+        return fresh, params
+    return run_id, params

@@ -1,0 +1,144 @@
+"""The benchmark scripts as users run them, on tiny configurations: output format only,
+never timings, so that none of them can rot. About 2 minutes on 2 CPU cores."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import REAL_DATA, ROOT, write_dataset
+
+LINE = re.compile(
+    r"^time_to_accuracy device=(cpu|cuda) model=fastnet target=0\.\d\d "
+    r"reached=(true|false) seconds=(\d+\.\d\d|none) test_accuracy=[01]\.\d{4} epochs=1$"
+)
+
+
+def run_script(script: str, args: list[str], env: dict[str, str], timeout: int = 120):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def bench_env(tmp_path, monkeypatch) -> dict[str, str]:
+    """Synthetic IDX files as the data source, an empty data directory for the cache."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "FMB_"))}
+    env.update(
+        FASHION_MNIST_DIR=str(write_dataset(tmp_path / "idx")),
+        FMB_DATA_DIR=str(tmp_path / "data"),
+        PYTHONUNBUFFERED="1",
+        CUDA_VISIBLE_DEVICES="",  # the tiny run is a CPU format check everywhere
+    )
+    return env
+
+
+def test_time_to_accuracy_tiny(bench_env, tmp_path):
+    out = tmp_path / "tta.json"
+    args = ["--subset", "200", "--epochs", "1", "--allow-unofficial", "--compile", "false"]
+    result = run_script(
+        "time_to_accuracy.py", [*args, "--threads", "1", "--json", str(out)], bench_env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("time_to_accuracy")]
+    assert [line.split()[3] for line in lines] == ["target=0.92", "target=0.93"]  # CPU targets
+    assert all(LINE.match(line) for line in lines), lines
+    assert "for the time curve only, never for training decisions" in result.stdout
+    assert re.search(
+        r"^epoch 1: train_time_s=\S+ val_accuracy=\S+ test_accuracy=", result.stdout, re.M
+    )
+    outcome = json.loads(out.read_text())
+    assert outcome["train_size"] == 200 and len(outcome["curve"]["test_accuracy"]) == 1
+    assert outcome["compile"] is False and outcome["compile_time_s"] == 0.0
+
+
+def test_time_to_accuracy_refuses_missing_data(bench_env, tmp_path):
+    """No official files: a one-line error and a non-zero exit, never random pixels."""
+    (tmp_path / "empty").mkdir()
+    env = {**bench_env, "FASHION_MNIST_DIR": str(tmp_path / "empty")}
+    result = run_script("time_to_accuracy.py", ["--epochs", "1"], env)
+    assert result.returncode != 0
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "file not found" in result.stderr and "time_to_accuracy device" not in result.stdout
+
+
+def test_bench_train_tiny(bench_env, tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["--models", "fastnet", "--images", "256", "--repeats", "1", "--batch-size", "64"]
+    args += ["--mlflow-overhead", "none"]
+    result = run_script("bench_train.py", [*args, "--threads", "1", "--json", str(out)], bench_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"^fastnet\s+401,978\s", result.stdout, re.M), result.stdout
+    assert "eng/pure" in result.stdout and "eng/naive" in result.stdout
+    report = json.loads(out.read_text())
+    (row,) = report["rows"]
+    assert set(row["images_per_s"]) == {"engine", "engine_nchw", "pure", "naive"}
+    assert all(v > 0 for v in row["images_per_s"].values())
+    assert row["engine_over_pure"] > 0 and row["engine_over_naive"] > 0
+    assert report["meta"]["data"] == "random" and report["meta"]["images"] == 256
+
+
+@pytest.mark.realdata
+def test_bench_train_measures_the_tracking_overhead_of_a_real_run(
+    real_prepared, bench_env, tmp_path
+):
+    env = {**bench_env, "FMB_DATA_DIR": str(real_prepared)}
+    args = ["--models", "mlp", "--images", "256", "--repeats", "1", "--threads", "1"]
+    args += ["--mlflow-overhead", "mlp", "--overhead-epochs", "2", "--overhead-subset", "600"]
+    result = run_script("bench_train.py", [*args, "--json", str(tmp_path / "b.json")], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("mlflow_overhead"))
+    assert re.match(
+        r"mlflow_overhead model=mlp epochs=2 epoch_s=\S+ per_epoch_tracking_s=\S+"
+        r" per_epoch_share=\S+% run_tracking_s=\S+ run_share=\S+%$",
+        line,
+    ), line
+    overhead = json.loads((tmp_path / "b.json").read_text())["mlflow_overhead"]
+    assert overhead["per_epoch_tracking_s"] > 0 and overhead["run_tracking_s"] > 0
+
+
+def test_bench_pruning_tiny(bench_env, tmp_path):
+    out = tmp_path / "pruning.json"
+    args = ["--model", "mlp", "--trials", "3", "--epochs", "2", "--subset", "200", "--seeds", "1"]
+    args += ["--allow-unofficial", "--threads", "1", "--json", str(out)]
+    result = run_script("bench_pruning.py", args, bench_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("bench_pruning study: model=mlp space=base trials=3")
+    for pruner in ("hyperband", "median", "none"):
+        assert re.search(
+            rf"^pruner={pruner} seed=1 best_val_accuracy=[01]\.\d{{4}} epochs_trained=\d+",
+            result.stdout,
+            re.M,
+        )
+        assert re.search(rf"^summary pruner={pruner} best_val_accuracy=", result.stdout, re.M)
+    assert re.search(
+        r"^hyperband_vs_none points_below=-?\d+\.\d\d epochs_share=\d\.\d\d$", result.stdout, re.M
+    )
+    report = json.loads(out.read_text())
+    assert len(report["runs"]) == 3 and set(report["summary"]) == {"hyperband", "median", "none"}
+    none = next(r for r in report["runs"] if r["pruner"] == "none")
+    assert none["epochs_trained"] == 3 * 2  # no pruning: every trial runs every epoch
+
+
+@pytest.mark.realdata
+def test_bench_scale_tiny(real_prepared, bench_env, tmp_path):
+    profile = tmp_path / "empty.toml"
+    profile.write_text('description = "prepare and compare only"\n[prepare]\nsplit_seed = 42\n')
+    env = {**bench_env, "FMB_DATA_DIR": str(real_prepared), "FASHION_MNIST_DIR": str(REAL_DATA)}
+    args = ["--profile", str(profile), "--configs", "local", "--json", str(tmp_path / "s.json")]
+    result = run_script("bench_scale.py", args, env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"^executor=local workers=- wall_s=\d+\.\d$", result.stdout, re.M), (
+        result.stdout
+    )
+    assert json.loads((tmp_path / "s.json").read_text())["runs"][0]["executor"] == "local"

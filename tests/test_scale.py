@@ -1,0 +1,150 @@
+"""`main` on Ray (executor=ray): the same runs as one job at a time, side by side; a job
+killed mid-run is retried from its checkpoint; bad input is one line before any run.
+
+Runs on a local Ray instance (the `ray` extra, installed by `make test`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import test_pipeline as tp
+from conftest import REAL_DATA, ROOT, clean_env, run_step
+
+from pipeline import config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def flows(request, tmp_path_factory, real_data):
+    return tp.session_flows(request, tmp_path_factory, real_data)
+
+
+@pytest.fixture(scope="session")
+def tiny_sqlite(flows):
+    return tp.finished(flows, "sqlite")
+
+
+@pytest.fixture(scope="session")
+def tiny_ray(flows):
+    return tp.finished(flows, "ray")
+
+
+def train_runs(flow) -> set[tuple]:
+    return {
+        (r.data.tags["model"], r.data.params["seed"], r.data.tags["config.key"], r.info.status)
+        for r in flow.steps("train")
+        if r.data.tags.get("tune.tuned") != "true"
+    }
+
+
+def leaderboard(flow, tmp_path: Path) -> set[tuple]:
+    compare = [r for r in flow.children() if r.data.tags["pipeline.step"] == "compare"][-1]
+    table = pd.read_csv(flow.download(compare.info.run_id, "leaderboard.csv", tmp_path))
+    return set(zip(table["section"], table["config_key"], table["n_seeds"], strict=True))
+
+
+@pytest.mark.realdata
+def test_ray_gives_the_same_runs_as_one_job_at_a_time_side_by_side(tiny_sqlite, tiny_ray, tmp_path):
+    assert train_runs(tiny_ray) == train_runs(tiny_sqlite)
+    assert leaderboard(tiny_ray, tmp_path / "ray") == leaderboard(tiny_sqlite, tmp_path / "local")
+    tp.check_parent_and_children(tiny_ray, evaluate_runs=None)
+    spans = sorted((r.info.start_time, r.info.end_time) for r in tiny_ray.steps("train"))
+    overlaps = [a for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1]]
+    assert overlaps, f"no two train runs ran side by side: {spans}"
+    main = tiny_ray.client().get_run(tiny_ray.main_run_id)
+    assert main.data.params["executor"] == "ray" and main.data.params["workers"] == "2"
+
+
+KILLABLE = """description = "two slow train jobs"
+[prepare]
+split_seed = 42
+[[train]]
+model = "mlp"
+subset = 6000
+epochs = 5
+patience = 5
+batch_size = 32
+seeds = [1, 2]
+"""
+
+
+@pytest.mark.realdata
+def test_a_job_killed_mid_run_is_retried_from_its_checkpoint(real_prepared, stores, tmp_path):
+    import mlflow
+
+    env = {**stores, "FMB_DATA_DIR": str(real_prepared), "FASHION_MNIST_DIR": str(REAL_DATA)}
+    (tmp_path / "killable.toml").write_text(KILLABLE)
+    args = ["main", "--profile", str(tmp_path / "killable.toml"), "--executor", "ray"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args, "--workers", "2"],
+        cwd=ROOT, env=clean_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    victim, deadline = None, time.monotonic() + 300
+    while victim is None and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        experiment = client.get_experiment_by_name(config.EXPERIMENT_NAME)
+        for run in (
+            client.search_runs([experiment.experiment_id], "tags.`pipeline.step` = 'train'")
+            if experiment
+            else []
+        ):
+            if client.get_metric_history(run.info.run_id, "val_accuracy") and run.data.tags.get(
+                "process.pid"
+            ):
+                victim = run
+        time.sleep(0.2)
+    assert victim is not None, "no train run logged an epoch in time"
+    os.kill(int(victim.data.tags["process.pid"]), signal.SIGKILL)  # the job's own process
+    _, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stderr[-3000:]
+    run = client.get_run(victim.info.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["evaluated"] == "true"
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy"))
+    assert steps == [1, 2, 3, 4, 5], "the retry did not continue the same run exactly once"
+    experiment = client.get_experiment_by_name(config.EXPERIMENT_NAME).experiment_id
+    assert len(client.search_runs([experiment], "tags.`pipeline.step` = 'train'")) == 2
+    running = client.search_runs([experiment], "attributes.status = 'RUNNING'")
+    assert not running, [r.info.run_name for r in running]
+
+
+def test_executor_ray_without_ray_is_one_line(stores, tmp_path):
+    fake = tmp_path / "no-ray" / "ray"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
+    env = {**stores, "PYTHONPATH": str(fake.parent)}
+    result = run_step(["main", "--profile", "tiny", "--executor", "ray"], env, timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: executor=ray needs Ray")
+    assert not (Path(stores["FMB_MLRUNS_DIR"]) / "mlflow.db").exists()  # before any run
+
+
+def test_an_unreachable_ray_address_is_one_line(stores):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**stores, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    started = time.monotonic()
+    result = run_step(["main", "--profile", "tiny", "--executor", "ray"], env, timeout=120)
+    assert result.returncode != 0 and time.monotonic() - started < 60
+    line = result.stderr.strip().splitlines()[-1]
+    assert (
+        line.startswith("error: the Ray cluster at RAY_ADDRESS=127.0.0.1")
+        and "Traceback" not in result.stderr
+    )
+
+
+def test_workers_without_ray_is_refused(stores):
+    result = run_step(["main", "--profile", "tiny", "--workers", "2"], stores, timeout=60)
+    assert result.returncode != 0 and "workers applies to executor=ray" in result.stderr
