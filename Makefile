@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 PROFILE ?= quick
 PORT ?= 5000
 DASHBOARD_PORT ?= 8080
+# Test processes side by side (pytest-xdist): most tests wait on process starts and servers.
+TEST_WORKERS ?= 2
 
 # The contract's tracking defaults (INTERFACE.md): `mlflow run` creates its run from these
 # before any project code runs. Bounded HTTP retries make an unreachable server fail in
@@ -41,7 +43,7 @@ $(BIN)/.ray: $(BIN)/.installed
 test: setup $(BIN)/.ray
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

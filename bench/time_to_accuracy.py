@@ -96,11 +96,7 @@ class Outcome:
 
 def load_splits(subset: int, allow_unofficial: bool, seed: int):
     """(train, val, test) data.Split; `subset` > 0 keeps a stratified sample of each."""
-    if allow_unofficial:  # tests: synthetic files, prepared like the official ones
-        raw = data.load_raw(data.resolve_source("auto"), allow_unofficial=True)
-        directory, _, _ = data.write_cache(raw, 0.1, 42)
-    else:
-        directory = data.ensure_prepared()
+    directory = data.ensure_prepared(allow_unofficial=allow_unofficial)  # tests: synthetic files
     splits = [data.load_split(directory, "train"), data.load_split(directory, "val")]
     splits.append(data.load_test_split(directory))
     if subset > 0:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import config
+from pipeline.errors import UserError
 
 IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
@@ -32,8 +33,9 @@ LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 CACHE_FORMAT = 3
 
 
-class DataError(ValueError):
-    """A data file or source that cannot be used; the message names the file and the fix."""
+class DataError(UserError, ValueError):
+    """A data file or source that cannot be used; the message names the file and the fix
+    (a UserError: wherever it is raised, the command line prints it as one line)."""
 
 
 @dataclass(frozen=True)
@@ -395,14 +397,18 @@ def dataset_cache(dataset: str, val_fraction: float = 0.1, split_seed: int = 42)
     return found
 
 
-def ensure_prepared(val_fraction: float = 0.1, split_seed: int = 42, source: str = "auto") -> Path:
+def ensure_prepared(
+    val_fraction: float = 0.1, split_seed: int = 42, source: str = "auto", allow_unofficial=False
+) -> Path:
     """The prepared cache of the official data with these split settings, prepared from
     `source` (see resolve_source) when missing. An existing cache is used as it is, so a
-    good cache keeps working when the original files are damaged later."""
-    found = find_cache("", val_fraction, split_seed)
+    good cache keeps working when the original files are damaged later. `allow_unofficial`
+    (benchmark smoke tests on synthetic files) prepares whatever IDX files `source` holds."""
+    found = None if allow_unofficial else find_cache("", val_fraction, split_seed)
     if found is not None:
         return found
-    directory, _, _ = write_cache(load_raw(resolve_source(source)), val_fraction, split_seed)
+    raw = load_raw(resolve_source(source), allow_unofficial=allow_unofficial)
+    directory, _, _ = write_cache(raw, val_fraction, split_seed)
     return directory
 
 

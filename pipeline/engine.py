@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -523,13 +522,3 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     elif torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
-
-
-def predict_proba(model: nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
-    """Class probabilities (N, 10) float64 for uint8 images (N, 1, 28, 28)."""
-    model.to(device)
-    channels_last = uses_channels_last(model)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    x = torch.tensor(images, dtype=torch.uint8, device=device)
-    return torch.softmax(predict_logits(model, x, channels_last), dim=1).double().cpu().numpy()

@@ -116,9 +116,9 @@ def scores(target: Target, model, tta: str) -> tuple[dict, dict, np.ndarray]:
     test_values = metrics.classification_metrics(test.labels, proba, "test")
     test_values["test_loss"] = own_loss(target.run, test.labels, proba)
     if tta == "flip":
-        flipped = metrics.classification_metrics(
-            test.labels, predict(model, test.images, True), "test"
-        )
+        flipped_proba = predict(model, test.images, True)
+        flipped = metrics.classification_metrics(test.labels, flipped_proba, "test")
+        flipped["test_loss"] = own_loss(target.run, test.labels, flipped_proba)
         test_values |= {k.replace("test_", "test_tta_flip_", 1): x for k, x in flipped.items()}
     val = data.load_split(target.directory, "val")
     val_values = metrics.classification_metrics(val.labels, predict(model, val.images), "val")

@@ -58,13 +58,8 @@ def prepare(settings: TrainSettings) -> Job:
     """Check and load everything a run needs; raises UserError before any run starts."""
     model, device = build_model(settings)
     split = settings.split
-    try:
-        directory = data.dataset_cache(settings.dataset, split.val_fraction, split.split_seed)
-        train, val = data.train_and_val(
-            directory, identity.effective_subset(settings), settings.seed
-        )
-    except data.DataError as exc:
-        raise UserError(str(exc)) from None
+    directory = data.dataset_cache(settings.dataset, split.val_fraction, split.split_seed)
+    train, val = data.train_and_val(directory, identity.effective_subset(settings), settings.seed)
     return Job(settings, model, device, data.read_manifest(directory), train, val)
 
 

@@ -9,17 +9,13 @@ import numpy as np
 
 from pipeline import config, data, plots, tracking
 from pipeline.config import PrepareSettings
-from pipeline.errors import UserError
 
 
 def prepare(settings: PrepareSettings) -> tuple[data.RawData, Path, dict, bool]:
     """(raw files, cache directory, manifest, reused): verified, split and cached."""
-    try:
-        raw = data.load_raw(data.resolve_source(settings.source), settings.allow_unofficial)
-        split = settings.split
-        directory, manifest, reused = data.write_cache(raw, split.val_fraction, split.split_seed)
-    except data.DataError as exc:
-        raise UserError(str(exc)) from None
+    raw = data.load_raw(data.resolve_source(settings.source), settings.allow_unofficial)
+    split = settings.split
+    directory, manifest, reused = data.write_cache(raw, split.val_fraction, split.split_seed)
     return raw, directory, manifest, reused
 
 

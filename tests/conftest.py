@@ -25,6 +25,20 @@ NAMES = {
 }
 
 
+# Tests that start whole pipelines share them (the session's tiny flows, Ray instances):
+# under pytest-xdist (`make test` runs two workers) they all go to one worker, so each flow
+# runs once and two local Ray instances never compete; every other test goes to whichever
+# worker is free.
+PIPELINE_FIXTURES = {"tiny_sqlite", "tiny_server", "tiny_ray", "flows"}
+
+
+def pytest_itemcollected(item):
+    # at collection, before any pytest_collection_modifyitems (where xdist reads the groups)
+    uses_flows = PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if uses_flows or item.module.__name__ == "test_scale" or "bench_scale" in item.name:
+        item.add_marker(pytest.mark.xdist_group("pipelines"))
+
+
 def idx_bytes(array: np.ndarray) -> bytes:
     """Encode a uint8 array as IDX (magic 0x0000080N, big-endian dimensions, data)."""
     header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
@@ -103,6 +117,28 @@ def clean_env(extra: dict[str, str]) -> dict[str, str]:
     env.update(extra)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     return env
+
+
+_READY: set[str] = set()
+
+
+def store_client(uri: str):
+    """An MlflowClient on `uri`. A test that polls a store while a pipeline creates it first
+    takes the pipeline's own lock (tracking.store.store_lock) for its first query: two
+    processes creating one SQLite store race in MLflow's schema migration."""
+    import fcntl
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    if uri.startswith("sqlite:///") and uri not in _READY:
+        path = Path(uri.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / ".mlflow.db.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            client.search_experiments(max_results=1)  # creates and migrates the store
+        _READY.add(uri)
+    return client
 
 
 def run_step(args: list[str], env: dict[str, str], cwd: Path | None = None, timeout=600):

@@ -281,3 +281,44 @@ def test_an_unofficial_test_set_is_refused_unless_allowed(unofficial_run, stores
     run = client.get_run(unofficial_run)
     assert run.data.tags["test.official"] == "false" and run.data.tags["evaluated"] == "true"
     assert run.data.metrics["test_accuracy"] == values["test_accuracy"]
+
+
+@pytest.fixture
+def synthetic_digest(tiny_idx_dir, stores) -> str:
+    from pipeline import data
+
+    _, manifest, _ = data.write_cache(data.load_raw(tiny_idx_dir, allow_unofficial=True), 0.1, 42)
+    return manifest["digest"]
+
+
+@pytest.mark.parametrize("altered", [False, True], ids=["as trained", "altered after validation"])
+def test_a_logged_model_that_does_not_score_its_validation_accuracy_is_flagged(
+    altered, synthetic_digest, stores, monkeypatch, capsys
+):
+    """Evaluate logs the logged model's validation accuracy and warns (tag and stderr line)
+    when it is more than 0.2 points from what training recorded for the logged weights."""
+    import torch
+
+    from pipeline import fit, tracking
+
+    original = tracking.log_torch_model
+
+    def log_altered(module, *args, **kwargs):
+        with torch.no_grad():  # a bug between validation and logging, made on purpose
+            for parameter in module.parameters():
+                parameter.add_(torch.randn_like(parameter) * 0.5)
+        return original(module, *args, **kwargs)
+
+    if altered:
+        monkeypatch.setattr(tracking, "log_torch_model", log_altered)
+    with tracking_to(stores["MLFLOW_TRACKING_URI"]):
+        settings = config.TrainSettings(model="mlp", epochs=3, dataset=synthetic_digest)
+        run_id, summary = fit.run(fit.prepare(settings))
+        values = evaluation.evaluate(evaluation.check(run_id, allow_unofficial=True))
+        tags = tracking.get_run(run_id).data.tags
+    gap = abs(values["val_model_accuracy"] - summary["logged_val_accuracy"])
+    if altered:
+        assert gap > 0.002 and "evaluation.warning" in tags
+        assert "warning: run" in capsys.readouterr().err
+    else:
+        assert gap == pytest.approx(0, abs=1e-6) and "evaluation.warning" not in tags

@@ -449,3 +449,11 @@ def test_tuned_rows_say_so_with_their_trials_and_metrics_never_overwrite_records
         "cnn2",
         "cnn2",
     ]
+
+
+def test_seeds_of_different_code_versions_are_never_averaged():
+    rows = [scored("a1", 0.90, 0.90, seed=1), scored("a2", 0.92, 0.91, seed=2)]
+    rows.append(scored("b1", 0.70, 0.70, seed=3) | {"tags.code.version": "def456"})
+    table = lb.aggregate(lb.records(frame(*rows)))
+    by_version = dict(zip(table["code_version"], table["n_seeds"], strict=True))
+    assert by_version == {"abc123": 2, "def456": 1}

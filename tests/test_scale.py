@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import test_pipeline as tp
-from conftest import REAL_DATA, ROOT, clean_env, run_step
+from conftest import REAL_DATA, ROOT, clean_env, run_step, store_client
 
 from pipeline import config
 
@@ -78,7 +78,6 @@ seeds = [1, 2]
 
 @pytest.mark.realdata
 def test_a_job_killed_mid_run_is_retried_from_its_checkpoint(real_prepared, stores, tmp_path):
-    import mlflow
 
     env = {**stores, "FMB_DATA_DIR": str(real_prepared), "FASHION_MNIST_DIR": str(REAL_DATA)}
     (tmp_path / "killable.toml").write_text(KILLABLE)
@@ -88,7 +87,7 @@ def test_a_job_killed_mid_run_is_retried_from_its_checkpoint(real_prepared, stor
         cwd=ROOT, env=clean_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, start_new_session=True,
     )  # fmt: skip
-    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    client = store_client(env["MLFLOW_TRACKING_URI"])
     victim, deadline = None, time.monotonic() + 300
     while victim is None and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]

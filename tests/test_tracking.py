@@ -13,7 +13,7 @@ import re
 
 import pytest
 import test_pipeline as tp
-from conftest import mlflow_run, run_step
+from conftest import run_step
 
 from pipeline import config
 
@@ -52,33 +52,32 @@ def one_spelling_per_value(runs: list) -> dict[str, dict]:
     return {k: v for k, v in seen.items() if any(len(s) > 1 for s in v.values())}
 
 
+@pytest.mark.realdata
 @pytest.mark.slow
-def test_one_spelling_per_value_whichever_way_a_run_started(tiny_idx_dir, stores, tmp_path):
+def test_one_spelling_per_value_whichever_way_a_run_started(tiny_idx_dir, stores, tiny_sqlite):
+    """`python -m pipeline` with the other spellings a user may type, next to the shared
+    tiny pipeline's runs: its train runs were started by `mlflow run` (what `main` passes,
+    and the MLproject defaults) and its trials by a study."""
     prepared = run_step(
         ["prepare", "--source", str(tiny_idx_dir), "--allow_unofficial", "true"], stores
     )
     assert prepared.returncode == 0, prepared.stderr[-3000:]
     digest = json.loads(prepared.stdout.strip().splitlines()[-1])["digest"]  # JSON last
-    data = ["--dataset", digest]
-    # python -m with the other spellings a user may type: logged canonically
     typed = ["--flip", "False", "--augment", "", "--dropout", "none", "--deterministic", "0"]
-    by_module = run_step(["train", *SYNTHETIC, *data, *typed, "--lr", "1e-3"], stores)
+    by_module = run_step(["train", *SYNTHETIC, "--dataset", digest, *typed, "--lr", "1e-3"], stores)
     assert by_module.returncode == 0, by_module.stderr[-3000:]
-    # mlflow run: what `main` passes (the canonical spellings) and the MLproject defaults
-    params = dict(zip(SYNTHETIC[::2], SYNTHETIC[1::2], strict=True)) | {"--dataset": digest}
-    by_mlflow = mlflow_run("train", {k[2:]: v for k, v in params.items()}, stores, cwd=tmp_path)
-    assert by_mlflow.returncode == 0, by_mlflow.stderr[-3000:]
-    tune = ["--n_trials", "2", "--final", "false", "--pruner", "none", *data]
-    trials = run_step(["tune", *SYNTHETIC, *tune], stores)
-    assert trials.returncode == 0, trials.stderr[-3000:]
-    runs = runs_of(stores["MLFLOW_TRACKING_URI"])
-    steps = [r.data.tags["pipeline.step"] for r in runs]
-    assert sorted(steps) == sorted(["prepare", "train", "train", "tune", "trial", "trial"])
+    mine = runs_of(stores["MLFLOW_TRACKING_URI"])
+    assert sorted(r.data.tags["pipeline.step"] for r in mine) == ["prepare", "train"]
+    shared = tiny_sqlite.runs()
+    by_mlflow = [r for r in shared if r.data.tags.get("mlflow.project.entryPoint") == "train"]
+    assert by_mlflow, "no train run of the shared pipeline was started by `mlflow run`"
+    assert any(r.data.tags["pipeline.step"] == "trial" for r in shared)
+    runs = [*mine, *shared]
     assert one_spelling_per_value(runs) == {}
     assert {r.data.params["flip"] for r in runs if "flip" in r.data.params} <= {"false", "true"}
     for run in runs:
         assert not RANDOM_NAME.fullmatch(run.info.run_name), run.info.run_name
-    for result in (prepared, by_module, trials):
+    for result in (prepared, by_module):
         assert json.loads(result.stdout.strip().splitlines()[-1])["run_id"]
         assert "epoch 1:" not in result.stdout  # progress goes to stderr
 
@@ -138,3 +137,24 @@ def test_datasets_and_logged_models_as_mlflow_intends(tiny_sqlite):
         assert "val_f1_macro" in linked and "val_model_accuracy" in linked
         scores.append(linked["test_accuracy"].value)
     assert len(models) == tp.TINY_TRAIN_RUNS + 1 and scores == sorted(scores, reverse=True)
+
+
+def test_a_run_is_resumed_only_by_the_code_that_started_it(stores, monkeypatch):
+    """Seeds are comparable only when one code version trained each of them: a resume by
+    other code is refused (it would re-tag the run with the resuming code's version)."""
+    import mlflow
+
+    from pipeline import tracking
+    from pipeline.errors import UserError
+
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    try:
+        with tracking.step_run("train", {}, name="train mlp seed=1") as run_id:
+            pass
+        tracking.set_tags(run_id, {"code.version": "0123abc"})  # started by other code
+        refused = pytest.raises(UserError, match="started by code 0123abc")
+        with refused, tracking.step_run("train", {}, name="train mlp seed=1", run_id=run_id):
+            pass
+        assert tracking.get_run(run_id).data.tags["code.version"] == "0123abc"
+    finally:
+        mlflow.set_tracking_uri(None)

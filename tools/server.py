@@ -23,8 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
 
-def command(port: int, mlruns: Path, auth: bool, mlflow: str = "mlflow") -> tuple[list[str], dict]:
-    """(argv, extra environment) of the server."""
+def command(
+    port: int, mlruns: Path, auth: bool, mlflow: str = "mlflow", environ=os.environ
+) -> tuple[list[str], dict]:
+    """(argv, extra environment) of the server, for a server started with `environ`."""
     mlruns.mkdir(parents=True, exist_ok=True)
     (mlruns / "server-artifacts").mkdir(exist_ok=True)
     argv = [
@@ -40,7 +42,7 @@ def command(port: int, mlruns: Path, auth: bool, mlflow: str = "mlflow") -> tupl
     ]  # fmt: skip
     env = {}
     if auth:
-        if not os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
+        if not environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
             raise SystemExit(
                 "error: AUTH=1 needs MLFLOW_AUTH_ADMIN_PASSWORD in the environment (the admin"
                 " user's password); set it, then run make server AUTH=1 again"
@@ -55,7 +57,7 @@ def command(port: int, mlruns: Path, auth: bool, mlflow: str = "mlflow") -> tupl
         argv += ["--app-name", "basic-auth"]
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
         # the auth app's CSRF protection needs a secret; several servers must share one
-        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = os.environ.get(
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = environ.get(
             "MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32)
         )
     return argv, env

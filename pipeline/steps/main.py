@@ -12,15 +12,25 @@ from pipeline import cli
 from pipeline.config import MainSettings
 
 
-def show(compare_run: str, experiment: str) -> None:
+def show(compare_run: str, experiment: str, main_run: str) -> None:
     from pipeline import tracking
 
     with tracking.artifact(compare_run, "leaderboard.md") as path:
         print("\n".join(path.read_text().splitlines()[:40]))
+    studies = tracking.runs(
+        f"tags.`mlflow.parentRunId` = '{main_run}' and tags.`pipeline.step` = 'tune'"
+    )
+    urls = sorted(
+        {
+            r.data.tags["optuna.dashboard_url"]
+            for r in studies
+            if "optuna.dashboard_url" in r.data.tags
+        }
+    )
     print(
         f"\nleaderboard: run {compare_run} (leaderboard.html in its artifacts)\n"
         f"MLflow UI: `make ui`, then http://127.0.0.1:5000/#/experiments/{experiment}/runs\n"
-        "Optuna studies: `make dashboard`, then http://127.0.0.1:8080",
+        f"Optuna: `make dashboard`, then {' '.join(urls) or 'http://127.0.0.1:8080'}",
         file=sys.stderr,
     )
 
@@ -60,7 +70,7 @@ def run(settings: MainSettings, profile, executor) -> int:
         counts = {"steps_run": steps.ran, "steps_reused": steps.reused}
         tracking.log_metrics(run_id, {**counts, "wall_time_s": seconds})
         tracking.set_tags(run_id, {"compare_run_id": compare_run})
-        show(compare_run, experiment)
+        show(compare_run, experiment, run_id)
         print(f"main run {run_id}: {counts}, {seconds:.0f} s", file=sys.stderr)
         if steps.failed:  # the run ends FAILED, the exit code is non-zero
             raise UserError(f"{len(steps.failed)} step(s) failed: " + "; ".join(steps.failed))

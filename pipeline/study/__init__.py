@@ -87,7 +87,9 @@ def tune(settings: TuneSettings) -> dict:
     ) as own:
         parent = search.parent_run(study, own, created)
         role = "parent" if parent == own else "worker"
-        tracking.set_tags(own, {"tune.role": role, "tune.parent_run_id": parent})
+        dashboard = DASHBOARD_URL.format(study_id)
+        tags = {"tune.role": role, "tune.parent_run_id": parent, "optuna.dashboard_url": dashboard}
+        tracking.set_tags(own, tags)
         tracking.log_json(space.describe(settings), "search_space.json", own)
         run_tags = child_tags(name, digest, own)
         search.search(study, settings, parent, run_tags)
