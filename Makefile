@@ -55,7 +55,7 @@ bench: setup
 	$(BIN)/python bench/bench_train.py
 
 ui: setup
-	@echo "MLflow UI: http://127.0.0.1:$(PORT)/#/experiments  (open 'fashion-mnist', then the Runs tab)"
+	@echo "MLflow UI: http://127.0.0.1:$(PORT)/#/experiments?workflowType=machine_learning  (open 'fashion-mnist')"
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port $(PORT) --host 127.0.0.1
 
 # A hardened server (tools/server.py): 127.0.0.1 only, Host headers checked; AUTH=1 adds

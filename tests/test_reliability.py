@@ -741,17 +741,28 @@ def test_a_full_disk_at_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 
 
-@pytest.mark.skipif(
-    os.geteuid() == 0, reason="root writes into read-only folders; CI runs as a user"
-)
+# Root writes into read-only folders: as root (CI's machines), the step runs without the
+# capabilities that let root ignore file permissions (util-linux setpriv), like a user.
+AS_A_USER = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
 def test_a_read_only_results_folder_is_one_line(tiny_idx_dir, stores, tmp_path):
     readonly = tmp_path / "readonly"
     readonly.mkdir()
     readonly.chmod(0o555)
     try:
         env = {**stores, "FMB_DATA_DIR": str(readonly / "data")}
-        one_error_line(
-            run_step(["prepare", "--source", str(tiny_idx_dir), "--allow_unofficial", "true"], env)
+        args = ["prepare", "--source", str(tiny_idx_dir), "--allow_unofficial", "true"]
+        result = subprocess.run(
+            [*(AS_A_USER if os.geteuid() == 0 else []), sys.executable, "-m", "pipeline", *args],
+            cwd=ROOT,
+            env=clean_env(env),
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
+        line = one_error_line(result, str(readonly / "data"))
+        assert "Permission denied" in line, line
+        assert not (readonly / "data").exists()
     finally:
         readonly.chmod(0o755)

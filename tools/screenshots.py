@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+ML_VIEW = "machine_learning"  # the UI's workflowType for model training
 # Without the background-networking flags Chromium's connections are refused by a closed
 # network, many at a time; --virtual-time-budget lets the single-page app finish rendering.
 CHROMIUM_FLAGS = [
@@ -35,7 +36,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--hide-scrollbars",
-    "--window-size=1680,1050",
+    "--window-size=2560,1100",
     "--virtual-time-budget=25000",
 ]
 
@@ -73,11 +74,14 @@ def pages(store: str, base: str) -> dict[str, str]:
     ids = json.dumps([r.info.run_id for r in train], separators=(",", ":"))
     compare = urllib.parse.quote(ids) + "&experiments=" + urllib.parse.quote(json.dumps([eid]))
     train_filter = urllib.parse.quote("tags.`pipeline.step` = 'train'")
+    # MLflow 3.17's UI has a global GenAI / model-training switch that wins over the
+    # experiment's mlflow.experimentKind tag; a fresh browser starts on GenAI.
+    kind = f"workflowType={ML_VIEW}"
     return {
-        "mlflow_runs.png": f"{base}/#/experiments/{eid}/runs",
-        "mlflow_train_runs.png": f"{base}/#/experiments/{eid}/runs?searchFilter={train_filter}",
-        "mlflow_compare_train_runs.png": f"{base}/#/compare-runs?runs={compare}",
-        "mlflow_models.png": f"{base}/#/experiments/{eid}/models",
+        "mlflow_runs.png": f"{base}/#/experiments/{eid}/runs?{kind}",
+        "mlflow_train_runs.png": f"{base}/#/experiments/{eid}/runs?{kind}&searchFilter={train_filter}",
+        "mlflow_compare_train_runs.png": f"{base}/#/compare-runs?runs={compare}&{kind}",
+        "mlflow_models.png": f"{base}/#/experiments/{eid}/models?{kind}",
     }
 
 

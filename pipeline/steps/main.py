@@ -29,7 +29,8 @@ def show(compare_run: str, experiment: str, main_run: str) -> None:
     )
     print(
         f"\nleaderboard: run {compare_run} (leaderboard.html in its artifacts)\n"
-        f"MLflow UI: `make ui`, then http://127.0.0.1:5000/#/experiments/{experiment}/runs\n"
+        f"MLflow UI: `make ui`, then http://127.0.0.1:5000/#/experiments/{experiment}/runs"
+        "?workflowType=machine_learning\n"  # MLflow 3.17's UI switch starts on GenAI
         f"Optuna: `make dashboard`, then {' '.join(urls) or 'http://127.0.0.1:8080'}",
         file=sys.stderr,
     )
