@@ -276,20 +276,23 @@ def test_parallel_workers_share_one_study(kind, env, tmp_path, request):
         storage = request.getfixturevalue("postgres_url")
     else:
         storage = f"journal:{tmp_path / 'study.journal'}"
-    name, n_trials = f"parallel-{kind}", 4
+    # four workers on two cores (the load), each racing the others for the last trials
+    name, n_trials, n_workers = f"parallel-{kind}", 6, 4
     args = [*TINY, "--epochs", "1", "--n_trials", str(n_trials), "--pruner", "none"]
     args += ["--final", "false", "--storage", storage, "--study_name", name]
-    workers = [start_worker(args, env) for _ in range(2)]
+    workers = [start_worker(args, env) for _ in range(n_workers)]
     for worker in workers:
         _, stderr = worker.communicate(timeout=300)
         assert worker.returncode == 0, stderr[-4000:]
     study = load_study(name, storage)
     assert len(finished(study)) == n_trials  # exactly: a surplus trial never trains
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == n_trials and len({t.number for t in complete}) == n_trials
     check_trial_runs(env, study)
     runs = runs_where(env, f"tags.`optuna.study` = '{name}' and tags.`pipeline.step` = 'tune'")
-    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert len(runs) == n_workers and all(r.info.status == "FINISHED" for r in runs)
     roles = sorted(r.data.tags["tune.role"] for r in runs)
-    assert roles == ["parent", "worker"]
+    assert roles == ["parent"] + ["worker"] * (n_workers - 1)
     assert {r.data.tags["tune.parent_run_id"] for r in runs} == {
         study.user_attrs["mlflow_parent_run_id"]
     }
