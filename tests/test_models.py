@@ -243,7 +243,8 @@ def test_sklearn_baseline(name: str, tiny_set) -> None:
 @NOT_CONVERGED
 def test_sklearn_baseline_skops(tiny_set) -> None:
     """MLflow's default sklearn format: only numpy and scikit-learn types to trust."""
-    skops_io = pytest.importorskip("skops.io")
+    import skops.io as skops_io  # a declared dependency: never skipped
+
     x, y = tiny_set
     model = build_baseline("logreg", seed=0).fit(x, y)
     blob = skops_io.dumps(model)
