@@ -132,10 +132,17 @@ def pure_variant(name: str, split: data.Split, args, device):
         for s in range(0, len(y_all), args.batch_size)
     ]
 
+    return timed_epoch(model, opt, loss_fn, lambda: batches, len(y_all), device)
+
+
+def timed_epoch(model, opt, loss_fn, batches, n_images: int, device):
+    """A function that trains one epoch over `batches()` (a fresh iterable of (x, y) each
+    call, its data loading inside the clock) and returns images per second; warmed up once."""
+
     def epoch() -> float:
         _sync(device)
         started = time.perf_counter()
-        for x, y in batches:
+        for x, y in batches():
             with engine.autocast(device):
                 logits = model(x)
             loss = loss_fn(logits.float(), y)
@@ -143,7 +150,7 @@ def pure_variant(name: str, split: data.Split, args, device):
             loss.backward()
             opt.step()
         _sync(device)
-        return len(y_all) / (time.perf_counter() - started)
+        return n_images / (time.perf_counter() - started)
 
     epoch()
     return epoch
@@ -178,22 +185,10 @@ def naive_variant(name: str, root: Path, args, device):
     opt = engine.make_optimizer(args.optimizer, model.parameters(), 0.01, 0.0)
     loss_fn = engine.make_loss("ce")
 
-    def epoch() -> float:
-        _sync(device)
-        started = time.perf_counter()
-        for x, y in loader:
-            x, y = x.to(device) * 255, y.to(device)  # ToTensor's 0..1 -> raw 0..255
-            with engine.autocast(device):
-                logits = model(x)
-            loss = loss_fn(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        _sync(device)
-        return len(dataset) / (time.perf_counter() - started)
+    def batches():  # ToTensor's 0..1 -> the raw 0..255 the models take
+        return ((x.to(device) * 255, y.to(device)) for x, y in loader)
 
-    epoch()
-    return epoch
+    return timed_epoch(model, opt, loss_fn, batches, len(dataset), device)
 
 
 def _sync(device: torch.device) -> None:
