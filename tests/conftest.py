@@ -126,16 +126,13 @@ def store_client(uri: str):
     """An MlflowClient on `uri`. A test that polls a store while a pipeline creates it first
     takes the pipeline's own lock (tracking.store.store_lock) for its first query: two
     processes creating one SQLite store race in MLflow's schema migration."""
-    import fcntl
-
     import mlflow
 
+    from pipeline.tracking.store import store_lock
+
     client = mlflow.MlflowClient(tracking_uri=uri)
-    if uri.startswith("sqlite:///") and uri not in _READY:
-        path = Path(uri.removeprefix("sqlite:///"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.parent / ".mlflow.db.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+    if uri not in _READY:
+        with store_lock(uri):
             client.search_experiments(max_results=1)  # creates and migrates the store
         _READY.add(uri)
     return client
@@ -201,3 +198,37 @@ def real_prepared(real_data, tmp_path_factory) -> Path:
         else:
             os.environ["FMB_DATA_DIR"] = before
     return directory
+
+
+# --- the session's finished tiny pipelines (tests/test_pipeline.py: Flows) ---------------------
+
+
+@pytest.fixture(scope="session")
+def flows(request, tmp_path_factory, real_data):
+    import test_pipeline
+
+    return test_pipeline.start_flows(request, tmp_path_factory, real_data)
+
+
+@pytest.fixture(scope="session")
+def tiny_sqlite(flows):
+    """The tiny pipeline on an embedded SQLite store in a temporary directory."""
+    import test_pipeline
+
+    return test_pipeline.finished(flows, "sqlite")
+
+
+@pytest.fixture(scope="session")
+def tiny_server(flows):
+    """The tiny pipeline on a real `mlflow server` (its own SQLite DB and artifact folder)."""
+    import test_pipeline
+
+    return test_pipeline.finished(flows, "server")
+
+
+@pytest.fixture(scope="session")
+def tiny_ray(flows):
+    """The same pipeline with executor=ray workers=2 on a local Ray instance."""
+    import test_pipeline
+
+    return test_pipeline.finished(flows, "ray")

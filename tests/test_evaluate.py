@@ -32,16 +32,6 @@ CONTRACT_TEST_KEYS = {
 TINY_EVALUATED_RUNS = tp.TINY_TRAIN_RUNS + 1  # and the study's retrained best
 
 
-@pytest.fixture(scope="session")
-def flows(request, tmp_path_factory, real_data):
-    return tp.session_flows(request, tmp_path_factory, real_data)
-
-
-@pytest.fixture(scope="session")
-def tiny_sqlite(flows):
-    return tp.finished(flows, "sqlite")
-
-
 @contextlib.contextmanager
 def tracking_to(uri: str):
     """In-process MLflow calls go to `uri`; afterwards back to the environment's store (the

@@ -254,45 +254,23 @@ class Flows:
         self.pool.shutdown(wait=True)
 
 
-_FLOWS: Flows | None = None  # one per pytest process, whichever test module asks first
-
-
-def session_flows(request, tmp_path_factory, real_data) -> Flows:
-    """The session's Flows; on the first call, starts every pipeline the selected tests
-    need (fixtures tiny_sqlite, tiny_server), at once, so that they run side by side.
-    test_evaluate.py's fixtures call this too: one set of pipelines per session."""
-    global _FLOWS
-    if _FLOWS is None:
-        _FLOWS = Flows(tmp_path_factory, real_data)
-        request.addfinalizer(_FLOWS.close)
-        needed = {n for item in request.session.items for n in getattr(item, "fixturenames", ())}
-        for name in ("server", "sqlite", "ray"):  # the server first: it takes ~20 s to start
-            if f"tiny_{name}" in needed:
-                _FLOWS.start(name)
-    return _FLOWS
+def start_flows(request, tmp_path_factory, real_data) -> Flows:
+    """The session's Flows (the `flows` fixture in conftest.py, made once per session):
+    starts every pipeline the selected tests need (fixtures tiny_sqlite, tiny_server,
+    tiny_ray) at once, so that they run side by side."""
+    flows = Flows(tmp_path_factory, real_data)
+    request.addfinalizer(flows.close)
+    needed = {n for item in request.session.items for n in getattr(item, "fixturenames", ())}
+    for name in ("server", "sqlite", "ray"):  # the server first: it takes ~20 s to start
+        if f"tiny_{name}" in needed:
+            flows.start(name)
+    return flows
 
 
 def finished(flows: Flows, name: str) -> Flow:
     flow = flows.start(name).result()
     assert flow.returncode == 0, flow.tail()
     return flow
-
-
-@pytest.fixture(scope="session")
-def flows(request, tmp_path_factory, real_data) -> Flows:
-    return session_flows(request, tmp_path_factory, real_data)
-
-
-@pytest.fixture(scope="session")
-def tiny_sqlite(flows) -> Flow:
-    """The tiny pipeline on an embedded SQLite store in a temporary directory."""
-    return finished(flows, "sqlite")
-
-
-@pytest.fixture(scope="session")
-def tiny_server(flows) -> Flow:
-    """The tiny pipeline on a real `mlflow server` (its own SQLite DB and artifact folder)."""
-    return finished(flows, "server")
 
 
 # --- the pipeline's runs --------------------------------------------------------------------

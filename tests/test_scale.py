@@ -22,21 +22,6 @@ from pipeline import config
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def flows(request, tmp_path_factory, real_data):
-    return tp.session_flows(request, tmp_path_factory, real_data)
-
-
-@pytest.fixture(scope="session")
-def tiny_sqlite(flows):
-    return tp.finished(flows, "sqlite")
-
-
-@pytest.fixture(scope="session")
-def tiny_ray(flows):
-    return tp.finished(flows, "ray")
-
-
 def train_runs(flow) -> set[tuple]:
     return {
         (r.data.tags["model"], r.data.params["seed"], r.data.tags["config.key"], r.info.status)

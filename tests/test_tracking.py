@@ -21,16 +21,6 @@ RANDOM_NAME = re.compile(r"[a-z]+-[a-z]+-\d+")  # MLflow's adjective-animal-123
 SYNTHETIC = ["--model", "mlp", "--epochs", "1", "--batch_size", "64"]
 
 
-@pytest.fixture(scope="session")
-def flows(request, tmp_path_factory, real_data):
-    return tp.session_flows(request, tmp_path_factory, real_data)
-
-
-@pytest.fixture(scope="session")
-def tiny_sqlite(flows):
-    return tp.finished(flows, "sqlite")
-
-
 def runs_of(uri: str) -> list:
     import mlflow
 

@@ -54,8 +54,8 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI", config.default_tracking_uri())
 
 
-def sqlite_path() -> Path | None:
-    uri = tracking_uri()
+def sqlite_path(uri: str | None = None) -> Path | None:
+    uri = uri or tracking_uri()
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
@@ -75,10 +75,11 @@ def check_reachable() -> None:
 
 
 @contextlib.contextmanager
-def store_lock():
-    """Serialise first use of an embedded SQLite store between processes: two processes
-    creating one store race in MLflow's schema migration (../shared/NOTES.md)."""
-    path = sqlite_path()
+def store_lock(uri: str | None = None):
+    """Serialise first use of an embedded SQLite store (`uri`, default: this process's)
+    between processes: two processes creating one store race in MLflow's schema migration
+    (../shared/NOTES.md)."""
+    path = sqlite_path(uri)
     if path is None:
         yield
         return
