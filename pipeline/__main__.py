@@ -7,7 +7,7 @@ import importlib
 import signal
 import sys
 
-from pipeline import cli, config
+from pipeline import cli, config, interrupts
 from pipeline.errors import UserError
 
 # Write failures a user can fix by freeing space or choosing another folder.
@@ -25,8 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         cli.fail(f"unknown step {step!r}; choose one of {', '.join(config.STEPS)}")
     module = importlib.import_module(f"pipeline.steps.{step}")
     settings = cli.parse(step, rest, " ".join(module.__doc__.split()))
-    # SIGTERM (a scheduler, `kill`) behaves like Ctrl-C: the run ends KILLED, exit 130.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    interrupts.install()  # SIGTERM behaves like Ctrl-C: the run ends KILLED, exit 130
     # A file-size limit (`ulimit -f`) then fails a write with EFBIG instead of killing us.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:

@@ -130,11 +130,12 @@ def store_client(uri: str):
 
     from pipeline.tracking.store import store_lock
 
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    if uri not in _READY:
-        with store_lock(uri):
-            client.search_experiments(max_results=1)  # creates and migrates the store
-        _READY.add(uri)
+    if uri in _READY:
+        return mlflow.MlflowClient(tracking_uri=uri)
+    with store_lock(uri):  # the client's constructor already creates and migrates the store
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
+    _READY.add(uri)
     return client
 
 

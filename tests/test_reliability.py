@@ -285,10 +285,12 @@ def test_sigterm_during_evaluate_kills_its_run(real_env):
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[1][-2000:]
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGTERM)
-    assert proc.wait(timeout=120) != 0
+    code = proc.wait(timeout=120)
     (evaluated,) = runs(real_env, "tags.`pipeline.step` = 'evaluate'")
-    assert evaluated.info.status in ("KILLED", "FINISHED")  # FINISHED: it beat the signal
-    if evaluated.info.status == "KILLED":
+    status, error = evaluated.info.status, evaluated.data.tags.get("error")
+    # FINISHED: the step beat the signal (exit 0 if it had even returned, under load)
+    assert status in (("FINISHED",) if code == 0 else ("KILLED", "FINISHED")), (code, error)
+    if status == "KILLED":
         assert client(real_env).get_run(run_id).data.tags.get("evaluated") != "true"
     no_run_left_running(real_env)
 

@@ -8,6 +8,7 @@ chromium); these tests carry the same checks in CI.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 
@@ -146,5 +147,88 @@ def test_a_run_is_resumed_only_by_the_code_that_started_it(stores, monkeypatch):
         with refused, tracking.step_run("train", {}, name="train mlp seed=1", run_id=run_id):
             pass
         assert tracking.get_run(run_id).data.tags["code.version"] == "0123abc"
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def signals_installed(monkeypatch):
+    """The pipeline's SIGINT/SIGTERM handler in this process, put back afterwards."""
+    import signal
+
+    from pipeline import interrupts
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(interrupts, "_received", None)
+    interrupts.install()
+    yield interrupts
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_a_signal_is_held_until_the_deferred_block_ends(signals_installed):
+    import os
+    import signal
+
+    reached = False
+    with pytest.raises(KeyboardInterrupt), signals_installed.deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        reached = True  # the handler ran (Python runs it at the next bytecode) and waited
+    assert reached and signals_installed.received()
+
+
+def test_a_signal_while_the_run_is_created_ends_it_killed(stores, signals_installed, monkeypatch):
+    """SIGTERM right after MLflow created the run, before the step could end it: the run
+    still ends KILLED (seen under load as a run left RUNNING)."""
+    import os
+    import signal
+
+    import mlflow
+
+    from pipeline import tracking
+
+    runs = importlib.import_module("pipeline.tracking.runs")  # `tracking.runs` is a function
+    created = []
+
+    def start_then_signal(*args):
+        run = original(*args)
+        created.append(run.info.run_id)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return run
+
+    original = runs._start
+    monkeypatch.setattr(runs, "_start", start_then_signal)
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    try:
+        step = tracking.step_run("evaluate", {}, name="evaluate mlp")
+        with pytest.raises(KeyboardInterrupt), step:
+            pytest.fail("the step's body ran after the signal")
+        (run_id,) = created
+        assert tracking.get_run(run_id).info.status == "KILLED"
+        assert mlflow.active_run() is None
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_an_interrupt_turned_into_another_error_still_ends_the_run_killed(
+    stores, signals_installed
+):
+    import os
+    import signal
+
+    import mlflow
+
+    from pipeline import tracking
+
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    try:
+        step = tracking.step_run("evaluate", {}, name="evaluate mlp")
+        with pytest.raises(RuntimeError), step as run_id:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            except KeyboardInterrupt:  # what some library code does with it
+                raise RuntimeError("interrupted") from None
+        run = tracking.get_run(run_id)
+        assert run.info.status == "KILLED" and "error" not in run.data.tags
     finally:
         mlflow.set_tracking_uri(None)

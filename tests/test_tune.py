@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, clean_env, mlflow_run, run_step, store_env
+from conftest import ROOT, clean_env, mlflow_run, run_step, store_client, store_env
 
 from pipeline import data
 
@@ -57,9 +57,7 @@ def env(real_data, tmp_path_factory) -> dict[str, str]:
 
 
 def client(env):
-    import mlflow
-
-    return mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    return store_client(env["MLFLOW_TRACKING_URI"])  # the store may still be being created
 
 
 def runs_where(env, filter_string: str) -> list:

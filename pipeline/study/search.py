@@ -21,7 +21,7 @@ import warnings
 
 import optuna
 
-from pipeline import config, fit, identity, tracking
+from pipeline import config, fit, identity, interrupts, tracking
 from pipeline.config import TuneSettings
 from pipeline.errors import UserError
 from pipeline.study import space
@@ -134,14 +134,18 @@ def pruning_hook(trial):
     return report
 
 
-def end_trial_run(run_id: str, state: str, error: BaseException | None = None) -> None:
-    """Tag the Optuna state; a failure before training opened the run leaves it RUNNING."""
+def end_trial_run(run_id: str | None, state: str, error: BaseException | None = None) -> None:
+    """Tag the Optuna state; end the run if a failure left it RUNNING (before training
+    opened it, or before it started at all), KILLED when a signal stopped the trial."""
+    if run_id is None:  # the run was never created
+        return
     tags = {"trial.state": state}
-    if error is not None:
+    status = tracking.run_status(error) if state == "FAIL" else "FINISHED"
+    if status == "FAILED":
         tags["error"] = f"{type(error).__name__}: {error}"[:5000]
     tracking.set_tags(run_id, tags)
     if state == "FAIL":
-        tracking.close_run(run_id, "FAILED")
+        tracking.close_run(run_id, status)
     config.checkpoint_path(run_id).unlink(missing_ok=True)  # pruned and failed trials leave one
 
 
@@ -162,9 +166,10 @@ def objective_for(study, settings: TuneSettings, parent: str, run_tags: dict[str
     def objective(trial) -> float:
         check_not_surplus(study, trial, settings.n_trials)
         params = space.suggest(trial, settings)
-        run_id, tags = start_trial_run(trial, parent, settings.base.model, run_tags)
-        state, error = "FAIL", None
+        run_id, state, error = None, "FAIL", None
         try:
+            with interrupts.deferred():  # a signal now would leave the new run RUNNING
+                run_id, tags = start_trial_run(trial, parent, settings.base.model, run_tags)
             trial_settings = space.trial_settings(settings.base, params)
             # trials are stopped by the pruner, not by patience
             job = fit.prepare(trial_settings.replace(patience=trial_settings.epochs))
@@ -182,7 +187,7 @@ def objective_for(study, settings: TuneSettings, parent: str, run_tags: dict[str
         except optuna.TrialPruned:
             state = "PRUNED"
             raise
-        except Exception as exc:
+        except BaseException as exc:
             error = exc
             raise
         finally:

@@ -13,6 +13,7 @@ import socket
 import sys
 from collections.abc import Iterator
 
+from pipeline import interrupts
 from pipeline.errors import UserError
 from pipeline.tracking import log
 from pipeline.tracking.store import check_reachable, client, code_version, ensure_experiment
@@ -58,7 +59,8 @@ def close_stale_runs() -> list[str]:
 def run_status(exc: BaseException | None) -> str:
     if exc is None or (isinstance(exc, SystemExit) and exc.code in (0, None)):
         return "FINISHED"
-    if isinstance(exc, KeyboardInterrupt):
+    # a library may turn the interrupt into its own error: the signal decides
+    if isinstance(exc, KeyboardInterrupt) or interrupts.received():
         return "KILLED"
     return "FAILED"
 
@@ -97,14 +99,21 @@ def step_run(
     """
     import mlflow
 
-    run = _start(step, name, tags, run_id, parent_id, system_metrics)
+    def active_id() -> str | None:
+        return getattr(getattr(mlflow.active_run(), "info", None), "run_id", None)
+
+    before = active_id()
     status, reachable = "FINISHED", True
     try:
+        with interrupts.deferred():  # a signal now would leave the new run RUNNING
+            run = _start(step, name, tags, run_id, parent_id, system_metrics)
         log.log_params(run.info.run_id, params)
         if config is not None:
             log.log_json(config, "config.json", run.info.run_id)
         yield run.info.run_id
     except BaseException as exc:
+        if active_id() == before:  # _start failed before the run began: nothing to end
+            raise
         status = "FINISHED" if isinstance(exc, finished_on) else run_status(exc)
         if server_gone(exc):
             reachable = False
@@ -113,7 +122,8 @@ def step_run(
             mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
         raise
     finally:
-        end(status, reachable)
+        if active_id() != before:
+            end(status, reachable)
 
 
 def _start(step, name, tags, run_id, parent_id, system_metrics):

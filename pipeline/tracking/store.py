@@ -80,16 +80,21 @@ def store_lock(uri: str | None = None):
     between processes: two processes creating one store race in MLflow's schema migration
     (../shared/NOTES.md)."""
     path = sqlite_path(uri)
-    if path is None:
+    if path is None or path in _HELD:  # re-entered: this process holds it already
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / ".mlflow.db.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
+        _HELD.add(path)
         try:
             yield
         finally:
+            _HELD.discard(path)
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_HELD: set[Path] = set()  # the store locks this process holds (flock is not re-entrant)
 
 
 @contextlib.contextmanager
@@ -123,10 +128,21 @@ def pipeline_lock():
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_OPENED: set[str] = set()  # stores this process has opened (and so created) already
+
+
 def client():
+    """A client on this process's store; the first one is made under store_lock, because
+    MlflowClient's constructor creates and migrates a new SQLite store."""
     import mlflow
 
-    return mlflow.MlflowClient()
+    uri = tracking_uri()
+    if uri in _OPENED:
+        return mlflow.MlflowClient()
+    with store_lock():
+        made = mlflow.MlflowClient()
+    _OPENED.add(uri)
+    return made
 
 
 def ensure_experiment() -> str:
