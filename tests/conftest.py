@@ -119,24 +119,12 @@ def clean_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-_READY: set[str] = set()
-
-
 def store_client(uri: str):
-    """An MlflowClient on `uri`. A test that polls a store while a pipeline creates it first
-    takes the pipeline's own lock (tracking.store.store_lock) for its first query: two
-    processes creating one SQLite store race in MLflow's schema migration."""
-    import mlflow
+    """An MlflowClient on `uri`, made as the pipeline makes its own (tracking.store.client:
+    the first one under the store lock), so a test may poll a store a pipeline is creating."""
+    from pipeline.tracking.store import client
 
-    from pipeline.tracking.store import store_lock
-
-    if uri in _READY:
-        return mlflow.MlflowClient(tracking_uri=uri)
-    with store_lock(uri):  # the client's constructor already creates and migrates the store
-        client = mlflow.MlflowClient(tracking_uri=uri)
-        client.search_experiments(max_results=1)
-    _READY.add(uri)
-    return client
+    return client(uri)
 
 
 def run_step(args: list[str], env: dict[str, str], cwd: Path | None = None, timeout=600):

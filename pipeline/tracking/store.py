@@ -74,6 +74,9 @@ def check_reachable() -> None:
         ) from None
 
 
+_HELD: set[Path] = set()  # the store locks this process holds (flock is not re-entrant)
+
+
 @contextlib.contextmanager
 def store_lock(uri: str | None = None):
     """Serialise first use of an embedded SQLite store (`uri`, default: this process's)
@@ -92,9 +95,6 @@ def store_lock(uri: str | None = None):
         finally:
             _HELD.discard(path)
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-_HELD: set[Path] = set()  # the store locks this process holds (flock is not re-entrant)
 
 
 @contextlib.contextmanager
@@ -131,17 +131,18 @@ def pipeline_lock():
 _OPENED: set[str] = set()  # stores this process has opened (and so created) already
 
 
-def client():
-    """A client on this process's store; the first one is made under store_lock, because
-    MlflowClient's constructor creates and migrates a new SQLite store."""
+def client(uri: str | None = None):
+    """A client on `uri` (default: this process's store); the first one per store is made
+    under store_lock, because MlflowClient's constructor creates and migrates a new SQLite
+    store. Tests that poll a store a pipeline is creating use it too."""
     import mlflow
 
-    uri = tracking_uri()
-    if uri in _OPENED:
-        return mlflow.MlflowClient()
-    with store_lock():
-        made = mlflow.MlflowClient()
-    _OPENED.add(uri)
+    key = uri or tracking_uri()
+    if key in _OPENED:
+        return mlflow.MlflowClient(tracking_uri=uri)
+    with store_lock(key):
+        made = mlflow.MlflowClient(tracking_uri=uri)
+    _OPENED.add(key)
     return made
 
 
