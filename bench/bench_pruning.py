@@ -69,7 +69,7 @@ def one_study(settings: config.TuneSettings, pruner: str, seed: int, splits) -> 
     study = optuna.create_study(
         direction="maximize",
         sampler=search.SAMPLERS[settings.sampler](seed),
-        pruner=search.PRUNERS[pruner](),
+        pruner=search.PRUNERS[pruner](settings.base.epochs),
     )
     study.enqueue_trial(space.defaults(settings))
     started = time.perf_counter()
@@ -103,9 +103,10 @@ def summary(rows: list[dict]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet5")
-    parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=6, help="per trial (the pruners' resource)")
-    parser.add_argument("--subset", type=int, default=10_000, help="training images per trial")
+    # the default study: long enough for Hyperband's three brackets (rungs at 1, 3, 9 epochs)
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=12, help="per trial (the pruners' resource)")
+    parser.add_argument("--subset", type=int, default=5_000, help="training images per trial")
     parser.add_argument("--seeds", default="1,2,3", help="sampler seeds, comma-separated")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
     parser.add_argument("--allow-unofficial", action="store_true", help="for tests: any IDX data")

@@ -1,20 +1,25 @@
 """Training throughput, side by side in one process: the engine against its limit and a naive
-torchvision pipeline, channels_last on/off, torch.compile on/off. Prints a table, writes JSON.
+torchvision pipeline, channels_last on/off, bf16 on/off, torch.compile on/off. Prints a
+table, writes JSON.
 
     python bench/bench_train.py [--models lenet5,cnn2,mini_resnet,fastnet] [--images 2600]
-                                [--repeats 5] [--batch-size 128] [--compile] [--json PATH]
+                                [--repeats 5] [--batch-size 128] [--precision auto]
+                                [--compile] [--json PATH]
 
 Per model (training images per second, median of --repeats timings, variants interleaved
 so machine noise hits them alike):
   engine       the engine's own epoch (Trainer.train_epoch): uint8 split in memory, index
                slices of a seeded permutation, float conversion and a random flip per
-               batch, channels_last for conv nets
+               batch, channels_last for conv nets, the train step's precision (--precision,
+               default auto: bf16 autocast where the device computes bf16 natively)
   engine_nchw  the same with channels_last switched off
+  engine_fp32  the same with precision=fp32 (equal to engine where auto means fp32)
   pure         the limit: the same model and optimizer on the same batches, already float
-               tensors in the engine's memory format; only forward, backward, step
+               tensors in the engine's memory format and precision; only forward, backward,
+               step
   naive        torchvision `FashionMNIST` + PIL transforms (RandomHorizontalFlip, ToTensor)
                + `DataLoader(shuffle=True)` (num_workers=0, its default; 2 cores leave no
-               room for workers), model in the default memory format. ToTensor scales to
+               room for workers), model in the default memory format, fp32. ToTensor scales to
                0..1; the batch is multiplied by 255 because every model here standardises
                raw pixels itself. The raw folder is written from the same images into a
                temporary `<root>/FashionMNIST/raw/`, so nothing is downloaded.
@@ -51,7 +56,7 @@ TRAIN_SIZE = 54_000  # images per epoch with the default split
 MODELS = {"lenet5": {}, "cnn2": {"batchnorm": True}, "mini_resnet": {}, "fastnet": {}}
 # A typical run for the "does compiling pay" verdict: the train step's default 10 epochs.
 TYPICAL_RUN_IMAGES = 10 * TRAIN_SIZE
-VARIANTS = ("engine", "engine_nchw", "pure", "naive")
+VARIANTS = ("engine", "engine_nchw", "engine_fp32", "pure", "naive")
 
 
 def bench_images(n: int) -> tuple[data.Split, str]:
@@ -65,10 +70,17 @@ def bench_images(n: int) -> tuple[data.Split, str]:
     return data.Split(images, rng.integers(0, 10, n).astype(np.int64)), "random"
 
 
-def train_config(args: argparse.Namespace, name: str) -> config.TrainSettings:
+def train_config(
+    args: argparse.Namespace, name: str, precision: str | None = None
+) -> config.TrainSettings:
     # a constant lr: the figures are speeds, and no schedule should end mid-benchmark
     return config.TrainSettings(
-        model=name, batch_size=args.batch_size, optimizer=args.optimizer, lr=0.01, flip=True
+        model=name,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=0.01,
+        flip=True,
+        precision=precision or args.precision,
     )
 
 
@@ -90,7 +102,13 @@ def validation_part(split: data.Split, device) -> engine.DeviceSplit:
 
 
 def engine_variant(
-    name: str, split: data.Split, args, device, channels_last: bool = True, compile_: bool = False
+    name: str,
+    split: data.Split,
+    args,
+    device,
+    channels_last: bool = True,
+    compile_: bool = False,
+    precision: str | None = None,
 ):
     """The engine's epoch; returns (time one epoch -> images/s, compile seconds)."""
     small = validation_part(split, device)
@@ -98,7 +116,7 @@ def engine_variant(
         build(name),
         engine.DeviceSplit.from_split(split, device),
         small,
-        train_config(args, name),
+        train_config(args, name, precision),
         device,
         progress=False,
         compile=compile_,
@@ -132,10 +150,11 @@ def pure_variant(name: str, split: data.Split, args, device):
         for s in range(0, len(y_all), args.batch_size)
     ]
 
-    return timed_epoch(model, opt, loss_fn, lambda: batches, len(y_all), device)
+    precision = engine.resolve_precision(args.precision, device)  # the engine's
+    return timed_epoch(model, opt, loss_fn, lambda: batches, len(y_all), device, precision)
 
 
-def timed_epoch(model, opt, loss_fn, batches, n_images: int, device):
+def timed_epoch(model, opt, loss_fn, batches, n_images: int, device, precision: str):
     """A function that trains one epoch over `batches()` (a fresh iterable of (x, y) each
     call, its data loading inside the clock) and returns images per second; warmed up once."""
 
@@ -143,7 +162,7 @@ def timed_epoch(model, opt, loss_fn, batches, n_images: int, device):
         _sync(device)
         started = time.perf_counter()
         for x, y in batches():
-            with engine.autocast(device):
+            with engine.autocast(device, precision):
                 logits = model(x)
             loss = loss_fn(logits.float(), y)
             opt.zero_grad(set_to_none=True)
@@ -188,7 +207,7 @@ def naive_variant(name: str, root: Path, args, device):
     def batches():  # ToTensor's 0..1 -> the raw 0..255 the models take
         return ((x.to(device) * 255, y.to(device)) for x, y in loader)
 
-    return timed_epoch(model, opt, loss_fn, batches, len(dataset), device)
+    return timed_epoch(model, opt, loss_fn, batches, len(dataset), device, "fp32")
 
 
 def _sync(device: torch.device) -> None:
@@ -246,6 +265,7 @@ def measure(name: str, split: data.Split, root: Path, args, device) -> dict:
     runs: dict[str, Callable[[], float]] = {}
     runs["engine"], _ = engine_variant(name, split, args, device)
     runs["engine_nchw"], _ = engine_variant(name, split, args, device, channels_last=False)
+    runs["engine_fp32"], _ = engine_variant(name, split, args, device, precision="fp32")
     runs["pure"] = pure_variant(name, split, args, device)
     runs["naive"] = naive_variant(name, root, args, device)
     compile_s = None
@@ -265,6 +285,8 @@ def measure(name: str, split: data.Split, root: Path, args, device) -> dict:
         "engine_over_pure": med["engine"] / med["pure"],
         "engine_over_naive": med["engine"] / med["naive"],
         "channels_last_speedup": med["engine"] / med["engine_nchw"],
+        "precision": engine.resolve_precision(args.precision, device),
+        "precision_speedup": med["engine"] / med["engine_fp32"],
         "epoch_s": TRAIN_SIZE / med["engine"],
     }
     if compile_s is not None:
@@ -288,7 +310,7 @@ def compile_summary(eager_ips: float, compiled_ips: float, compile_s: float) -> 
 def print_table(rows: list[dict]) -> None:
     cols = [*VARIANTS, "compiled"] if any("compile_s" in r for r in rows) else list(VARIANTS)
     head = f"{'model':<12} {'params':>9} " + " ".join(f"{c:>11}" for c in cols)
-    head += f" {'eng/pure':>8} {'eng/naive':>9} {'cl gain':>7}"
+    head += f" {'eng/pure':>8} {'eng/naive':>9} {'cl gain':>7} {'precision':>12}"
     if "compiled" in cols:
         head += f" {'compile_s':>9} {'speedup':>7} {'pays':>5}"
     print(head)
@@ -300,6 +322,7 @@ def print_table(rows: list[dict]) -> None:
         line += (
             f" {r['engine_over_pure']:>8.2f} {r['engine_over_naive']:>9.2f}"
             f" {r['channels_last_speedup']:>7.2f}"
+            f" {r['precision'] + ' x' + format(r['precision_speedup'], '.2f'):>12}"
         )
         if "compile_s" in r:
             line += (
@@ -316,6 +339,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5, help="timings per variant (median)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--optimizer", default="sgd", help="adam, adamw, sgd, rmsprop")
+    parser.add_argument("--precision", default="auto", help="auto, bf16 or fp32 (the engine's)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = default")
@@ -338,7 +362,8 @@ def main(args: argparse.Namespace) -> int:
     names = [n for n in args.models.split(",") if n]
     print(
         f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"batch {args.batch_size}, {args.optimizer}, {len(split.labels)} {kind} images per "
+        f"batch {args.batch_size}, {args.optimizer}, precision "
+        f"{engine.resolve_precision(args.precision, device)}, {len(split.labels)} {kind} images per "
         f"timing, median of {args.repeats}"
     )
     rows = []
@@ -366,6 +391,7 @@ def main(args: argparse.Namespace) -> int:
         "threads": torch.get_num_threads(),
         "batch_size": args.batch_size,
         "optimizer": args.optimizer,
+        "precision": engine.resolve_precision(args.precision, device),
         "images": len(split.labels),
         "data": kind,
         "repeats": args.repeats,

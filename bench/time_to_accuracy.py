@@ -2,7 +2,7 @@
 
     python bench/time_to_accuracy.py                      # this device's recipe and targets
     python bench/time_to_accuracy.py --seed 1 --epochs 8  # overrides
-    python bench/time_to_accuracy.py --options '{"widths": [16, 32, 64, 128]}' --epochs 6
+    python bench/time_to_accuracy.py --options 'widths=[16,32,64,128]' --epochs 6
         # the CPU's 92%-in-60-s variant (median 44.5 s to 92%, 3 seeds; never 93%)
     python bench/time_to_accuracy.py --subset 200 --epochs 1 --allow-unofficial  # tiny (tests)
 
@@ -88,6 +88,7 @@ class Outcome:
     n_params: int
     compile: bool
     compile_time_s: float
+    precision: str  # of the training passes: bf16 or fp32 (scoring is always fp32)
     curve: Curve
     final_test_accuracy: float  # the model the Trainer returns (best val epoch)
     final_val_accuracy: float
@@ -169,6 +170,7 @@ def run(
         n_params=models.count_parameters(model),
         compile=compile_model,
         compile_time_s=result.compile_time_s,
+        precision=trainer.precision,
         curve=curve,
         final_test_accuracy=final,
         final_val_accuracy=result.best_val_accuracy,
@@ -203,6 +205,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--lr", type=float, default=None, help="peak lr; default: the recipe's")
     parser.add_argument(
+        "--precision", default=None, help="auto, bf16 or fp32; default: the recipe's (auto)"
+    )
+    parser.add_argument(
         "--compile", default="auto", help="auto (the engine's measured table), true, false"
     )
     parser.add_argument(
@@ -233,7 +238,7 @@ def recipe_from_args(args: argparse.Namespace, device_kind: str):
     recipe = RECIPES["cuda" if device_kind == "cuda" else "cpu"]
     settings = recipe.settings()
     overrides = {"seed": args.seed}
-    for name in ("epochs", "batch_size", "lr", "model", "options"):
+    for name in ("epochs", "batch_size", "lr", "model", "options", "precision"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if "model" in overrides and overrides["model"] != settings.model and "options" not in overrides:
@@ -251,12 +256,14 @@ def main(args: argparse.Namespace) -> int:
         device = pick_device(args.device)
         settings, targets = recipe_from_args(args, device.type)
         compile_model = engine.resolve_compile(args.compile, device, settings.model)
+        precision = engine.resolve_precision(settings.precision, device)
         splits = load_splits(args.subset, args.allow_unofficial, args.seed)
     except (data.DataError, ValueError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"# {device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"# {device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"precision {precision}; "
         f"{json.dumps(settings.params())}"
     )
     print(

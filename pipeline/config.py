@@ -134,6 +134,7 @@ AUGMENTATIONS = ("rotate", "shift", "zoom", "shear")
 SCHEDULES = ("none", "cosine", "onecycle", "linear")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 COMPILE_MODES = ("auto", "true", "false")
+PRECISIONS = ("auto", "bf16", "fp32")
 PRUNERS = ("median", "hyperband", "none", "odd_trials")  # odd_trials: for tests, see study
 SAMPLERS = ("tpe", "random")
 SPACES = ("base", "wide")  # declared in pipeline/study/space.py
@@ -392,6 +393,14 @@ class TrainSettings(Settings):
         " shows a net gain on this device",
         identity=False,
     )
+    precision: str = setting(
+        "auto",
+        v.Choice(PRECISIONS),
+        "bf16 autocast for the training passes (weights, loss and every evaluation stay"
+        " fp32); auto = bf16 where the device computes it natively (a CUDA GPU with bf16,"
+        " a CPU with AVX512-BF16 or AMX), else fp32",
+        identity=False,
+    )
     resume: str | None = setting(
         None,
         v.Resume(),
@@ -434,8 +443,9 @@ class TuneSettings(Settings):
     pruner: str = setting(
         "median",
         v.Choice(PRUNERS),
-        "stops weak trials on their per-epoch val_accuracy (odd_trials: for tests, prunes"
-        " every odd-numbered trial after its first epoch)",
+        "stops weak trials on their per-epoch val_accuracy: median (after 2 trials) or"
+        " hyperband (rungs at 1, 3, 9 epochs, a lone trial at a rung pruned; the default trial"
+        " never pruned); odd_trials (for tests) prunes every odd-numbered trial at epoch 1",
     )
     sampler: str = setting("tpe", v.Choice(SAMPLERS), "tpe (multivariate) or random")
     sampler_seed: int = setting(42, v.Int(0), "seed of the sampler", identity=False)

@@ -172,7 +172,8 @@ def fit_torch(job: Job, run_id: str, hook: EpochHook | None, log_model: bool) ->
         "stopped_early": int(result.stopped_early),
     }
     tracking.log_metrics(run_id, summary)
-    tracking.set_tags(run_id, {"device": str(job.device), "compiled": str(trainer.compile).lower()})
+    tags = {"compiled": str(trainer.compile).lower(), "precision": trainer.precision}
+    tracking.set_tags(run_id, {"device": str(job.device), **tags})
     tracking.log_figure(plots.learning_curves_figure(result.history), "learning_curves.png", run_id)
     tracking.log_text(models.model_summary(model), "model_summary.txt", run_id)
     if log_model:

@@ -82,9 +82,11 @@ def test_bench_train_tiny(bench_env, tmp_path):
     assert "eng/pure" in result.stdout and "eng/naive" in result.stdout
     report = json.loads(out.read_text())
     (row,) = report["rows"]
-    assert set(row["images_per_s"]) == {"engine", "engine_nchw", "pure", "naive"}
+    assert set(row["images_per_s"]) == {"engine", "engine_nchw", "engine_fp32", "pure", "naive"}
     assert all(v > 0 for v in row["images_per_s"].values())
     assert row["engine_over_pure"] > 0 and row["engine_over_naive"] > 0
+    assert row["precision"] in ("bf16", "fp32") and row["precision_speedup"] > 0
+    assert report["meta"]["precision"] == row["precision"]
     assert report["meta"]["data"] == "random" and report["meta"]["images"] == 256
 
 

@@ -4,6 +4,7 @@ scikit-learn baselines' fit / predict_proba / pickling. About 15 s on 2 CPU core
 
 from __future__ import annotations
 
+import copy
 import pickle
 import re
 
@@ -258,3 +259,29 @@ def test_baselines_are_seeded(tiny_set) -> None:
     x, y = tiny_set
     a, b = (build_baseline("random_forest", seed=7).fit(x, y) for _ in range(2))
     np.testing.assert_array_equal(a.predict_proba(x), b.predict_proba(x))
+
+
+@pytest.mark.parametrize("name", ["lenet5", "cnn1"])
+def test_pool_before_relu_is_the_keras_order_function(name: str) -> None:
+    """lenet5 and cnn1 max-pool before their ReLU (faster, see pipeline/models/cnn.py): the
+    same outputs and gradients as the reports' conv -> ReLU -> pool order, and the state
+    dict keys are those of that order."""
+    torch.manual_seed(0)
+    ours = build_model(name, dropout=0.0)
+    keras = copy.deepcopy(ours)
+    layers = list(keras.features)
+    for i, layer in enumerate(layers[:-1]):
+        if isinstance(layer, nn.MaxPool2d) and isinstance(layers[i + 1], nn.ReLU):
+            layers[i], layers[i + 1] = layers[i + 1], layer
+    assert [type(m) for m in layers] != [type(m) for m in ours.features]  # really reordered
+    keras.features = nn.Sequential(*layers)
+    assert list(keras.state_dict()) == list(ours.state_dict())
+    x = torch.randint(0, 256, (8, 1, 28, 28)).float()
+    y = torch.randint(0, 10, (8,))
+    outputs = []
+    for model in (ours, keras):
+        out = model(x)
+        nn.functional.cross_entropy(out, y).backward()
+        outputs.append((out, [p.grad for p in model.parameters()]))
+    assert torch.equal(outputs[0][0], outputs[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(outputs[0][1], outputs[1][1], strict=True))

@@ -252,6 +252,7 @@ def test_train_never_opens_the_test_split(tiny_digest, stores, monkeypatch):
     run = mlflow.MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED" and summary["epochs_run"] == 1
     assert run.data.tags["dataset.digest"] == tiny_digest
+    assert run.data.tags["precision"] == engine.resolve_precision("auto", torch.device("cpu"))
 
 
 def _guard_np_load(original):
@@ -422,10 +423,47 @@ def test_resolve_compile_follows_the_table():
         engine.resolve_compile("sometimes", torch.device("cpu"), "cnn2")
 
 
+@pytest.mark.parametrize(
+    ("mode", "native", "expected"),
+    [
+        ("bf16", False, "bf16"),
+        ("fp32", True, "fp32"),
+        ("auto", True, "bf16"),
+        ("auto", False, "fp32"),
+    ],
+)
+def test_resolve_precision_on_cpu(monkeypatch, mode, native, expected):
+    """auto = bf16 exactly where the CPU has bf16 units (torch's own probes)."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert engine.resolve_precision(mode, torch.device("cpu")) == expected
+
+
+def test_resolve_precision_rejects_unknown_modes_and_unprobed_devices():
+    with pytest.raises(ValueError, match="auto, bf16 or fp32"):
+        engine.resolve_precision("fp16", torch.device("cpu"))
+    assert engine.resolve_precision("auto", torch.device("mps")) == "fp32"  # never measured
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_training_passes_run_in_the_chosen_precision(precision):
+    """bf16 autocasts the training forward passes only: the weights stay fp32 and
+    validation (predict_logits) runs in fp32."""
+    t = trainer(replace(BASE, epochs=1, precision=precision))
+    seen: dict[bool, set] = {True: set(), False: set()}  # training mode -> conv output dtypes
+    conv = next(m for m in t.model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda m, i, out: seen[m.training].add(out.dtype))
+    assert t.precision == precision
+    t.fit()
+    assert seen[True] == {torch.bfloat16 if precision == "bf16" else torch.float32}
+    assert seen[False] == {torch.float32}
+    assert {p.dtype for p in t.model.parameters()} == {torch.float32}
+
+
 def test_predictions_are_fp32_without_autocast(monkeypatch):
     """Validation scores the model as the logged fp32 model runs: no autocast anywhere."""
 
-    def forbidden(device):
+    def forbidden(*args):
         raise AssertionError("predict_logits entered autocast")
 
     monkeypatch.setattr(engine, "autocast", forbidden)

@@ -456,3 +456,36 @@ def test_storage_urls_are_redacted():
     assert redact("postgresql://me:pw@host:5432/db") == "postgresql://me:***@host:5432/db"
     assert redact("postgresql://me@host/db") == "postgresql://me@host/db"
     assert redact("journal:/tmp/a.log") == "journal:/tmp/a.log"
+
+
+def test_hyperband_prunes_a_lone_trial_but_never_the_default_trial():
+    """The registered hyperband pruner (bootstrap_count=1) prunes a trial that reaches a rung
+    first, where Optuna's default would promote it for lack of rivals, but never trial 0 (the
+    enqueued default configuration); its brackets end at the trials' epochs."""
+    import optuna
+
+    from pipeline.study import search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def pruned_at(study, trial, value=0.5):
+        """The epoch a trial reporting `value` every epoch is pruned at; None: it completes."""
+        for epoch in range(1, 13):
+            trial.report(value, epoch)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return epoch
+        study.tell(trial, value)
+        return None
+
+    ours = optuna.create_study(direction="maximize", pruner=search.PRUNERS["hyperband"](12))
+    assert pruned_at(ours, ours.ask(), value=0.1) is None  # trial 0: runs all 12 epochs
+    # the next trials start lone brackets/rungs or lose to trial 0: each is pruned at a rung
+    assert all(pruned_at(ours, ours.ask(), value=0.05) in (1, 3, 9) for _ in range(4))
+    inner = optuna.create_study(direction="maximize", pruner=search.PRUNERS["hyperband"](12).inner)
+    assert pruned_at(inner, inner.ask()) in (1, 3, 9)  # trial 0 alone: pruned without the wrapper
+    default = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.HyperbandPruner(min_resource=1)
+    )
+    assert pruned_at(default, default.ask()) is None  # Optuna's default promotes it
+    assert search.PRUNERS["hyperband"](7).inner._max_resource == 7
