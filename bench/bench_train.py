@@ -150,8 +150,7 @@ def pure_variant(name: str, split: data.Split, args, device):
         for s in range(0, len(y_all), args.batch_size)
     ]
 
-    precision = engine.resolve_precision(args.precision, device)  # the engine's
-    return timed_epoch(model, opt, loss_fn, lambda: batches, len(y_all), device, precision)
+    return timed_epoch(model, opt, loss_fn, lambda: batches, len(y_all), device, args.precision)
 
 
 def timed_epoch(model, opt, loss_fn, batches, n_images: int, device, precision: str):
@@ -285,7 +284,7 @@ def measure(name: str, split: data.Split, root: Path, args, device) -> dict:
         "engine_over_pure": med["engine"] / med["pure"],
         "engine_over_naive": med["engine"] / med["naive"],
         "channels_last_speedup": med["engine"] / med["engine_nchw"],
-        "precision": engine.resolve_precision(args.precision, device),
+        "precision": args.precision,
         "precision_speedup": med["engine"] / med["engine_fp32"],
         "epoch_s": TRAIN_SIZE / med["engine"],
     }
@@ -358,12 +357,14 @@ def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = engine.select_device(args.device)
+    # resolved once: "bf16" or "fp32" from here on, for the engine and the pure variant alike
+    args.precision = engine.resolve_precision(args.precision, device)
     split, kind = bench_images(args.images)
     names = [n for n in args.models.split(",") if n]
     print(
         f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"batch {args.batch_size}, {args.optimizer}, precision "
-        f"{engine.resolve_precision(args.precision, device)}, {len(split.labels)} {kind} images per "
+        f"batch {args.batch_size}, {args.optimizer}, precision {args.precision}, "
+        f"{len(split.labels)} {kind} images per "
         f"timing, median of {args.repeats}"
     )
     rows = []
@@ -391,7 +392,7 @@ def main(args: argparse.Namespace) -> int:
         "threads": torch.get_num_threads(),
         "batch_size": args.batch_size,
         "optimizer": args.optimizer,
-        "precision": engine.resolve_precision(args.precision, device),
+        "precision": args.precision,
         "images": len(split.labels),
         "data": kind,
         "repeats": args.repeats,

@@ -4,9 +4,9 @@ and the names and tags of its runs. Declared once here; train, tune and compare 
 The key is a hash of the fully resolved settings that decide what is learned: model
 options with the family's defaults merged in, the effective training subset, and only the
 training settings that the model kind uses (a scikit-learn baseline has no epochs or
-optimizer). Settings marked `identity=False` in pipeline/config.py (seed, device, compile, precision,
-resume, the data, ...) and execution-only model options (random_forest's n_jobs) never
-change it, so runs that differ only in those are seeds of one configuration.
+optimizer). Settings marked `identity=False` in pipeline/config.py (seed, device, compile,
+precision, resume, the data, ...) and execution-only model options (random_forest's n_jobs)
+never change it, so runs that differ only in those are seeds of one configuration.
 """
 
 from __future__ import annotations
