@@ -62,7 +62,8 @@ def native_bf16(device: torch.device) -> bool:
     3.5-9x slower than fp32 (NOTES.md); on this project's AMD EPYC (AVX512-BF16) it trains
     the conv nets and the LSTM 1.3-1.9x faster (bench/bench_train.py)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # torch counts emulated bf16 (pre-Ampere GPUs) as supported by default; it is slow
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu":
         return False  # MPS: never measured
     # torch's own CPU probes; private, hence the getattr (absent = not known to have it)

@@ -439,6 +439,17 @@ def test_resolve_precision_on_cpu(monkeypatch, mode, native, expected):
     assert engine.resolve_precision(mode, torch.device("cpu")) == expected
 
 
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_resolve_precision_on_cuda_ignores_emulated_bf16(monkeypatch, native, expected):
+    """A GPU that only emulates bf16 (torch's default answer counts it) trains in fp32."""
+
+    def supported(including_emulation=True):
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    assert engine.resolve_precision("auto", torch.device("cuda")) == expected
+
+
 def test_resolve_precision_rejects_unknown_modes_and_unprobed_devices():
     with pytest.raises(ValueError, match="auto, bf16 or fp32"):
         engine.resolve_precision("fp16", torch.device("cpu"))
