@@ -67,6 +67,9 @@ def one_study(settings: config.TuneSettings, pruner: str, seed: int, splits) -> 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     counter = {"epochs": 0}
     study = optuna.create_study(
+        # Hyperband picks a trial's bracket from a hash of the study name and trial number,
+        # so a fixed name makes a run repeatable (a random one moved the figures run to run)
+        study_name=f"bench_pruning-{pruner}-seed{seed}",
         direction="maximize",
         sampler=search.SAMPLERS[settings.sampler](seed),
         pruner=search.PRUNERS[pruner](settings.base.epochs),
@@ -103,7 +106,7 @@ def summary(rows: list[dict]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet5")
-    # the default study: long enough for Hyperband's three brackets (rungs at 1, 3, 9 epochs)
+    # the default study: long enough for rungs at 1, 3 and 9 epochs in Hyperband's brackets
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=12, help="per trial (the pruners' resource)")
     parser.add_argument("--subset", type=int, default=5_000, help="training images per trial")

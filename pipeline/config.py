@@ -444,8 +444,9 @@ class TuneSettings(Settings):
         "median",
         v.Choice(PRUNERS),
         "stops weak trials on their per-epoch val_accuracy: median (after 2 trials) or"
-        " hyperband (rungs at 1, 3, 9 epochs, a lone trial at a rung pruned; the default trial"
-        " never pruned); odd_trials (for tests) prunes every odd-numbered trial at epoch 1",
+        " hyperband (rungs at 1, 3, 9 epochs, brackets first pruning by half the epochs, a lone"
+        " trial at a rung pruned, the default trial never); odd_trials (for tests) prunes every"
+        " odd-numbered trial at epoch 1",
     )
     sampler: str = setting("tpe", v.Choice(SAMPLERS), "tpe (multivariate) or random")
     sampler_seed: int = setting(42, v.Int(0), "seed of the sampler", identity=False)

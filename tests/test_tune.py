@@ -461,7 +461,8 @@ def test_storage_urls_are_redacted():
 def test_hyperband_prunes_a_lone_trial_but_never_the_default_trial():
     """The registered hyperband pruner (bootstrap_count=1) prunes a trial that reaches a rung
     first, where Optuna's default would promote it for lack of rivals, but never trial 0 (the
-    enqueued default configuration); its brackets end at the trials' epochs."""
+    enqueued default configuration); of 12 epochs, its brackets first prune at 1 or 3, never
+    only at 9."""
     import optuna
 
     from pipeline.study import search
@@ -478,17 +479,23 @@ def test_hyperband_prunes_a_lone_trial_but_never_the_default_trial():
         study.tell(trial, value)
         return None
 
-    ours = optuna.create_study(direction="maximize", pruner=search.PRUNERS["hyperband"](12))
-    assert pruned_at(ours, ours.ask(), value=0.1) is None  # trial 0: runs all 12 epochs
-    # Each next trial is worse than every trial before it, so it is pruned at the first rung
-    # of its bracket, whether it is alone there (bootstrap) or behind an earlier trial. Equal
-    # values would not do: Optuna assigns brackets by a hash of the (random) study name, and
-    # a tie with a trial pruned earlier in the same bracket is promoted.
-    assert all(pruned_at(ours, ours.ask(), value=v) in (1, 3, 9) for v in (0.09, 0.08, 0.07, 0.06))
+    def first_rungs(pruner) -> set[int]:
+        """Trial 0, then 20 trials each worse than every trial before it, so each is pruned at
+        the first rung of its bracket, whether it is alone there (bootstrap) or behind an
+        earlier trial (equal values would not do: a tie with a trial pruned earlier in the
+        same bracket is promoted). The fixed name fixes Optuna's bracket assignment, a hash
+        of the study name and the trial number."""
+        study = optuna.create_study(study_name="brackets", direction="maximize", pruner=pruner)
+        assert pruned_at(study, study.ask(), value=0.1) is None  # trial 0: all 12 epochs
+        return {pruned_at(study, study.ask(), value=0.09 - i / 1000) for i in range(20)}
+
+    assert first_rungs(search.PRUNERS["hyperband"](12)) == {1, 3}
+    # Optuna's own bracket count for 12 epochs adds the bracket that first prunes at epoch 9
+    optunas = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=12, bootstrap_count=1)
+    assert first_rungs(search.KeepsDefaultTrial(optunas)) == {1, 3, 9}
     inner = optuna.create_study(direction="maximize", pruner=search.PRUNERS["hyperband"](12).inner)
-    assert pruned_at(inner, inner.ask()) in (1, 3, 9)  # trial 0 alone: pruned without the wrapper
+    assert pruned_at(inner, inner.ask()) in (1, 3)  # trial 0 alone: pruned without the wrapper
     default = optuna.create_study(
         direction="maximize", pruner=optuna.pruners.HyperbandPruner(min_resource=1)
     )
     assert pruned_at(default, default.ask()) is None  # Optuna's default promotes it
-    assert search.PRUNERS["hyperband"](7).inner._max_resource == 7
