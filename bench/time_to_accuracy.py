@@ -15,7 +15,7 @@ test images after every epoch.
 
 The test split is used here ONLY to draw the time curve: no training decision (recipe,
 epoch, early stop, checkpoint) ever looks at it; recipes were chosen on validation
-accuracy (bench/results/fastnet_search.md). Test scoring is exactly `evaluate`'s: eval
+accuracy (docs/fastnet_search.md). Test scoring is exactly `evaluate`'s: eval
 mode, fp32, the model's own test-time augmentation, the plain (uncompiled) module.
 
 "seconds" are the engine's training seconds (train_time_s: every epoch's training pass

@@ -257,7 +257,7 @@ class Trainer:
         self._warm = not self.compile
         if getattr(self.model, "tta", False) and not self.cfg.flip:
             # measured: fastnet trained without flips scored 88.8% validation with flip
-            # TTA against 94.1% without it (bench/results/fastnet_search.md, trial D7)
+            # TTA against 94.1% without it (docs/fastnet_search.md, trial D7)
             warnings.warn(
                 "the model averages its predictions over mirror images (tta=true) but"
                 " flip=false: it will score far worse; set flip=true or tta=false",
@@ -478,7 +478,7 @@ def compiled(model: nn.Module) -> nn.Module:
 #
 # cpu: measured 2026-11-30 on the project's 2-core AMD EPYC VM (AVX-512), torch 2.14.1,
 # 2 threads, with `TORCHINDUCTOR_CACHE_DIR=<empty dir> python bench/bench_train.py
-# --compile` (bench/results/bench_train.json): batch 128, SGD, channels_last on both
+# --compile` (docs/fastnet_search.md, its last section): batch 128, SGD, channels_last on both
 # sides, 2,600 real images per timed epoch, median of 5 interleaved timings. compile_s:
 # Trainer.warm_up with a cold compile cache, i.e. the 4 graphs of a real run (2 training
 # and 2 validation batch sizes). speedup: compiled / eager training images per second.

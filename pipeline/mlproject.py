@@ -2,7 +2,7 @@
 
 Every entry point is `python -m pipeline <step>` with one `--name {name}` per flat setting,
 and every parameter's default is the setting's canonical spelling, so MLflow logs a default
-exactly as the project spells it. tests/test_cli.py fails when the committed file differs:
+exactly as the project spells it. tests/test_settings.py fails when the committed file differs:
 regenerate it with `make mlproject` after changing a setting in pipeline/config.py.
 """
 

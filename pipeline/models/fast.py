@@ -2,8 +2,7 @@
 
 Ideas taken from airbench (CIFAR-10 in seconds) and the "MNIST 99% in under a second"
 study, measured again on this project's 2-core CPU (the recipe search: its summary is the
-CPU recipe's comment in bench/time_to_accuracy.py, its notes bench/results/fastnet_search.md,
-which is git-ignored):
+CPU recipe's comment in bench/time_to_accuracy.py, its notes docs/fastnet_search.md):
 
 - narrow where the image is large: the only 28x28 layer has 1 -> 16 channels; width
   grows as the image shrinks (28 -> 14 -> 7 -> 3);
