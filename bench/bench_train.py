@@ -338,7 +338,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5, help="timings per variant (median)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--optimizer", default="sgd", help="adam, adamw, sgd, rmsprop")
-    parser.add_argument("--precision", default="auto", help="auto, bf16 or fp32 (the engine's)")
+    parser.add_argument(
+        "--precision", default="auto", choices=config.PRECISIONS, help="the engine's precision"
+    )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = default")

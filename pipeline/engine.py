@@ -75,10 +75,11 @@ def resolve_precision(mode: str, device: torch.device) -> str:
     """The `precision` setting as "bf16" or "fp32": as given, or for "auto" bf16 exactly
     where the device computes it natively."""
     mode = str(mode).strip().lower()
-    if mode in ("bf16", "fp32"):
-        return mode
+    if mode not in config.PRECISIONS:
+        *first, last = config.PRECISIONS
+        raise ValueError(f"precision must be {', '.join(first)} or {last}, got {mode!r}")
     if mode != "auto":
-        raise ValueError(f"precision must be auto, bf16 or fp32, got {mode!r}")
+        return mode
     return "bf16" if native_bf16(torch.device(device)) else "fp32"
 
 
