@@ -68,9 +68,13 @@ $(BIN)/.dashboard: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[dev,dashboard]"
 	touch $@
 
+# The studies' storage: the pipeline's default (FMB_MLRUNS_DIR moves it, as it moves the
+# pipeline's), or any other with STORAGE=<url or journal file>, as `main` and tune print it.
+STORAGE ?= sqlite:///$(or $(FMB_MLRUNS_DIR),$(CURDIR)/mlruns)/optuna.db
+
 dashboard: $(BIN)/.dashboard
 	@echo "optuna-dashboard: http://127.0.0.1:$(DASHBOARD_PORT) (a study: /dashboard/studies/<id>, as tune prints)"
-	$(BIN)/optuna-dashboard sqlite:///$(CURDIR)/mlruns/optuna.db --host 127.0.0.1 --port $(DASHBOARD_PORT)
+	$(BIN)/optuna-dashboard $(STORAGE) --host 127.0.0.1 --port $(DASHBOARD_PORT)
 
 # PNGs of the MLflow UI on this store (after `make run`), for the README; needs Debian's
 # chromium (`apt-get install chromium`), so it stays outside `make test`.

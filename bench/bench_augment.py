@@ -8,24 +8,26 @@ Two settings: flip only, and flip plus all four affine transforms (one grid_samp
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
 
+from pipeline import cli, engine
 from pipeline.augment import make_augmenter
-from pipeline.config import AUGMENTATIONS
+from pipeline.config import AUGMENTATIONS, DEVICES
 
 SETTINGS = {"flip": (True, ()), "flip+rotate+shift+zoom+shear": (True, AUGMENTATIONS)}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=256)  # images per call
-    parser.add_argument("--iters", type=int, default=200)  # timed calls per setting
-    parser.add_argument("--warmup", type=int, default=20)  # untimed calls first
+    parser = cli.StepParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=DEVICES)
+    parser.add_argument("--batch-size", type=cli.at_least(1), default=256)  # images per call
+    parser.add_argument("--iters", type=cli.at_least(1), default=200)  # timed calls per setting
+    parser.add_argument("--warmup", type=cli.at_least(0), default=20)  # untimed calls first
     # Best and median of several timings: a shared machine makes single timings noisy.
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=cli.at_least(1), default=5)
     return parser
 
 
@@ -46,8 +48,12 @@ def images_per_second(augmenter, x: torch.Tensor, iters: int, warmup: int) -> fl
     return iters * x.shape[0] / (time.perf_counter() - start)
 
 
-def main(args: argparse.Namespace) -> None:
-    device = torch.device(args.device)
+def main(args: argparse.Namespace) -> int:
+    try:
+        device = engine.select_device(args.device)
+    except ValueError as exc:  # cuda or mps asked for where there is none
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     x = torch.rand(args.batch_size, 1, 28, 28, device=device) * 255  # (B, 1, 28, 28) float32
     print(f"device={device} batch={args.batch_size} threads={torch.get_num_threads()}")
     for name, (flip, augment) in SETTINGS.items():
@@ -57,7 +63,8 @@ def main(args: argparse.Namespace) -> None:
         )
         best, median = rates[-1], rates[len(rates) // 2]
         print(f"{name:30s} best {best:11,.0f}  median {median:11,.0f} images/s")
+    return 0
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(main(get_args_parser().parse_args()))

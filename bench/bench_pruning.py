@@ -28,7 +28,8 @@ if str(ROOT) not in sys.path:
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline import config, data, engine, models  # noqa: E402
+from pipeline import cli, config, data, engine, models  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
 from pipeline.study import search, space  # noqa: E402
 
 PRUNERS = ("hyperband", "median", "none")
@@ -88,6 +89,8 @@ def one_study(settings: config.TuneSettings, pruner: str, seed: int, splits) -> 
 
 
 def summary(rows: list[dict]) -> dict:
+    """Mean and sample std per pruner; the std is None (JSON null, never a NaN literal) for
+    a single seed, where no spread is defined."""
     out = {}
     for pruner in PRUNERS:
         mine = [r for r in rows if r["pruner"] == pruner]
@@ -95,23 +98,46 @@ def summary(rows: list[dict]) -> dict:
             continue
         accs, epochs = [r["best_val_accuracy"] for r in mine], [r["epochs_trained"] for r in mine]
         out[pruner] = {
+            "seeds": len(mine),
             "best_val_accuracy_mean": statistics.mean(accs),
-            "best_val_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else float("nan"),
+            "best_val_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else None,
             "epochs_mean": statistics.mean(epochs),
-            "epochs_std": statistics.stdev(epochs) if len(epochs) > 1 else float("nan"),
+            "epochs_std": statistics.stdev(epochs) if len(epochs) > 1 else None,
         }
     return out
 
 
+def spread(std: float | None, digits: int) -> str:
+    """`+-<std>`, or nothing for a single seed (the line's seeds=1 says why)."""
+    return "" if std is None else f"+-{std:.{digits}f}"
+
+
+def seed_list(text: str) -> list[int]:
+    """An argparse type: comma-separated sampler seeds, non-negative integers."""
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated integers such as 1,2,3, got {text!r}"
+        ) from None
+    if any(s < 0 for s in seeds):  # numpy, under the samplers, refuses negative seeds
+        raise argparse.ArgumentTypeError(f"seeds must be 0 or more, got {text!r}")
+    return seeds
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="lenet5")
+    parser = cli.StepParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lenet5", choices=config.TORCH_MODEL_NAMES)
     # the default study: long enough for rungs at 1, 3 and 9 epochs in Hyperband's brackets
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=12, help="per trial (the pruners' resource)")
     parser.add_argument("--subset", type=int, default=5_000, help="training images per trial")
-    parser.add_argument("--seeds", default="1,2,3", help="sampler seeds, comma-separated")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
+    parser.add_argument(
+        "--seeds", type=seed_list, default="1,2,3", help="sampler seeds, comma-separated"
+    )
+    parser.add_argument(
+        "--threads", type=cli.at_least(0), default=0, help="torch threads; 0 = torch's default"
+    )
     parser.add_argument("--allow-unofficial", action="store_true", help="for tests: any IDX data")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "bench_pruning.json"))
     args = parser.parse_args()
@@ -123,21 +149,22 @@ def main() -> int:
         "subset": args.subset,
         "patience": args.epochs,
     }
-    settings = config.TuneSettings.from_params({**base, "n_trials": args.trials})
     try:
+        # checks --epochs, --subset and --trials before any data is loaded
+        settings = config.TuneSettings.from_params({**base, "n_trials": args.trials})
         directory = data.ensure_prepared(allow_unofficial=args.allow_unofficial)
         splits = data.train_and_val(directory, args.subset, settings.base.seed)
-    except data.DataError as exc:
+    except (data.DataError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(
         f"bench_pruning study: model={args.model} space={settings.space} trials={args.trials}"
         f" epochs_per_trial={args.epochs} subset={args.subset} sampler={settings.sampler}"
-        f" seeds={args.seeds} threads={torch.get_num_threads()}",
+        f" seeds={','.join(map(str, args.seeds))} threads={torch.get_num_threads()}",
         flush=True,
     )
     rows = []
-    for seed in (int(s) for s in args.seeds.split(",")):
+    for seed in args.seeds:
         for pruner in PRUNERS:
             row = one_study(settings, pruner, seed, splits)
             rows.append(row)
@@ -151,7 +178,8 @@ def main() -> int:
     for pruner, s in result.items():
         print(
             f"summary pruner={pruner} best_val_accuracy={s['best_val_accuracy_mean']:.4f}"
-            f"+-{s['best_val_accuracy_std']:.4f} epochs={s['epochs_mean']:.1f}+-{s['epochs_std']:.1f}"
+            f"{spread(s['best_val_accuracy_std'], 4)}"
+            f" epochs={s['epochs_mean']:.1f}{spread(s['epochs_std'], 1)} seeds={s['seeds']}"
         )
     if "hyperband" in result and "none" in result:
         gap = 100 * (

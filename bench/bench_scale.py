@@ -22,6 +22,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python bench/bench_scale.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from pipeline import cli, config  # noqa: E402  (standard library only: no torch here)
 
 
 def run(profile: str, executor: str, workers: int, data_dir: Path) -> float:
@@ -47,10 +51,32 @@ def run(profile: str, executor: str, workers: int, data_dir: Path) -> float:
     return seconds
 
 
+def configs(text: str) -> list[tuple[str, int]]:
+    """An argparse type: (executor, workers) per comma-separated `local` or `ray:<workers>`,
+    checked here so that a typo fails before the first pipeline runs, not after it."""
+    out = []
+    for spec in text.split(","):
+        executor, sep, workers = spec.partition(":")
+        if executor not in config.EXECUTORS:
+            raise argparse.ArgumentTypeError(
+                f"unknown executor {executor!r} in {spec!r}; use local or ray:<workers>"
+            )
+        if sep and executor != "ray":  # the pipeline refuses workers with executor=local
+            raise argparse.ArgumentTypeError(f"{spec!r}: only ray takes :<workers>")
+        if sep and not workers.isdecimal():  # no sign; int() reads every such string
+            raise argparse.ArgumentTypeError(
+                f"{spec!r}: workers must be a whole number (0, or ray alone: what Ray offers)"
+            )
+        out.append((executor, int(workers or 0)))
+    return out
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.StepParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="tiny")
-    parser.add_argument("--configs", default="local,ray:1,ray:2", help="local, ray:<workers>")
+    parser.add_argument(
+        "--configs", type=configs, default="local,ray:1,ray:2", help="local, ray:<workers>"
+    )
     parser.add_argument("--data-dir", default=os.environ.get("FMB_DATA_DIR", str(ROOT / "data")))
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "bench_scale.json"))
     args = parser.parse_args()
@@ -58,10 +84,9 @@ def main() -> int:
         f"bench_scale profile={args.profile} cpus={os.cpu_count()} (each config from an empty store)"
     )
     rows = []
-    for spec in args.configs.split(","):
-        executor, _, workers = spec.partition(":")
-        seconds = run(args.profile, executor, int(workers or 0), Path(args.data_dir))
-        rows.append({"executor": executor, "workers": int(workers or 0), "seconds": seconds})
+    for executor, workers in args.configs:
+        seconds = run(args.profile, executor, workers, Path(args.data_dir))
+        rows.append({"executor": executor, "workers": workers, "seconds": seconds})
         print(f"executor={executor} workers={workers or '-'} wall_s={seconds:.1f}", flush=True)
     local = next((r["seconds"] for r in rows if r["executor"] == "local"), None)
     for row in rows:

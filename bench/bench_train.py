@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/bench_train.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from pipeline import config, data, engine, models  # noqa: E402
+from pipeline import cli, config, data, engine, models  # noqa: E402
 
 TRAIN_SIZE = 54_000  # images per epoch with the default split
 # The default set and the options each runs with.
@@ -331,26 +331,51 @@ def print_table(rows: list[dict]) -> None:
         print(line, flush=True)
 
 
+def model_names(text: str) -> list[str]:
+    """An argparse type: comma-separated torch model names (the engine trains no others)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in config.TORCH_MODEL_NAMES]
+    if unknown or not names:
+        got = f"unknown model {unknown[0]!r}" if unknown else "no model named"
+        raise argparse.ArgumentTypeError(
+            f"{got}; choose from {', '.join(config.TORCH_MODEL_NAMES)}"
+        )
+    return names
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated names")
-    parser.add_argument("--images", type=int, default=2600, help="images per timed epoch")
-    parser.add_argument("--repeats", type=int, default=5, help="timings per variant (median)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--optimizer", default="sgd", help="adam, adamw, sgd, rmsprop")
+    # the first paragraph: the docstring's first line stops mid-sentence
+    parser = cli.StepParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--models", type=model_names, default=",".join(MODELS), help="comma-separated names"
+    )
+    parser.add_argument(
+        "--images", type=cli.at_least(1), default=2600, help="images per timed epoch"
+    )
+    parser.add_argument(
+        "--repeats", type=cli.at_least(1), default=5, help="timings per variant (median)"
+    )
+    parser.add_argument("--batch-size", type=cli.at_least(1), default=128)
+    parser.add_argument("--optimizer", default="sgd", choices=config.OPTIMIZERS)
     parser.add_argument(
         "--precision", default="auto", choices=config.PRECISIONS, help="the engine's precision"
     )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = default")
+    parser.add_argument("--device", default="auto", choices=config.DEVICES)
+    parser.add_argument(
+        "--threads", type=cli.at_least(0), default=0, help="torch threads; 0 = default"
+    )
     parser.add_argument(
         "--mlflow-overhead",
         default="lenet5",
+        choices=("none", *config.TORCH_MODEL_NAMES),
+        metavar="MODEL",
         help="model of the real training run whose tracking time is measured; none = skip",
     )
-    parser.add_argument("--overhead-epochs", type=int, default=3)
-    parser.add_argument("--overhead-subset", type=int, default=0, help="0 = all 54,000 images")
+    parser.add_argument("--overhead-epochs", type=cli.at_least(1), default=3)
+    parser.add_argument(
+        "--overhead-subset", type=cli.at_least(0), default=0, help="0 = all 54,000 images"
+    )
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "bench_train.json"))
     return parser
 
@@ -358,11 +383,15 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = engine.select_device(args.device)
+    try:
+        device = engine.select_device(args.device)
+    except ValueError as exc:  # cuda or mps asked for where there is none
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     # resolved once: "bf16" or "fp32" from here on, for the engine and the pure variant alike
     args.precision = engine.resolve_precision(args.precision, device)
     split, kind = bench_images(args.images)
-    names = [n for n in args.models.split(",") if n]
+    names = args.models
     print(
         f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"batch {args.batch_size}, {args.optimizer}, precision {args.precision}, "

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/time_to_accuracy.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from pipeline import config, data, engine, models, profiles  # noqa: E402
+from pipeline import cli, config, data, engine, models, profiles  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 
 
@@ -193,9 +193,27 @@ def result_lines(outcome: Outcome, targets: tuple[float, ...]) -> list[str]:
     return lines
 
 
+def accuracies(text: str) -> tuple[float, ...]:
+    """An argparse type: comma-separated test accuracies, each in (0, 1]."""
+    try:
+        targets = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated accuracies such as 0.92,0.93, got {text!r}"
+        ) from None
+    if not all(0 < t <= 1 for t in targets):  # also refuses nan, which no accuracy reaches
+        raise argparse.ArgumentTypeError(f"accuracies must be in (0, 1], got {text!r}")
+    return targets
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto", help="auto (cuda, else cpu), cpu, cuda")
+    parser = cli.StepParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=config.DEVICES,
+        help="auto (cuda, else cpu), cpu, cuda, mps",
+    )
     parser.add_argument("--model", default=None, help="registry name; default: the recipe's")
     parser.add_argument(
         "--options", default=None, help="model options as key=value,... e.g. widths=[16,32,64,128]"
@@ -211,7 +229,10 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--compile", default="auto", help="auto (the engine's measured table), true, false"
     )
     parser.add_argument(
-        "--targets", default=None, help="comma-separated test accuracies; default: the device's"
+        "--targets",
+        type=accuracies,
+        default=None,
+        help="comma-separated test accuracies; default: the device's",
     )
     parser.add_argument(
         "--subset", type=int, default=0, help="tiny mode: N images of each split (0 = all)"
@@ -221,7 +242,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept data that is not the official Fashion-MNIST (tests' synthetic files)",
     )
-    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = default")
+    parser.add_argument(
+        "--threads", type=cli.at_least(0), default=0, help="torch threads; 0 = default"
+    )
     parser.add_argument("--json", default=None, help="also write the full outcome here")
     return parser
 
@@ -237,16 +260,21 @@ def recipe_from_args(args: argparse.Namespace, device_kind: str):
     """(training settings, targets): the device's recipe with the command line's overrides."""
     recipe = RECIPES["cuda" if device_kind == "cuda" else "cpu"]
     settings = recipe.settings()
-    overrides = {"seed": args.seed}
+    # subset, device, compile: this script applies the command line's, never the recipe's
+    # (load_splits, pick_device, main), so the settings the header and the JSON show must
+    # carry them; the device as picked (this script's auto never means mps)
+    overrides = {
+        "seed": args.seed,
+        "subset": args.subset,
+        "device": device_kind,
+        "compile": args.compile,
+    }
     for name in ("epochs", "batch_size", "lr", "model", "options", "precision"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if "model" in overrides and overrides["model"] != settings.model and "options" not in overrides:
         overrides["options"] = {}  # the recipe's options belong to its own model
-    targets = recipe.targets
-    if args.targets:
-        targets = tuple(float(t) for t in args.targets.split(","))
-    return settings.replace(**overrides), targets
+    return settings.replace(**overrides), args.targets or recipe.targets
 
 
 def main(args: argparse.Namespace) -> int:

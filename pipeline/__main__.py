@@ -17,9 +17,12 @@ USAGE = f"usage: python -m pipeline {{{','.join(config.STEPS)}}} [-h] [--name va
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
-        return 0 if argv else 2
+        return 0
+    if not argv:  # bad input: the usage on stderr, then the one error line
+        print(USAGE, file=sys.stderr)
+        cli.fail(f"name a step: {', '.join(config.STEPS)}")
     step, rest = argv[0], argv[1:]
     if step not in config.STEPS:
         cli.fail(f"unknown step {step!r}; choose one of {', '.join(config.STEPS)}")

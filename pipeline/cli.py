@@ -20,6 +20,22 @@ class StepParser(argparse.ArgumentParser):
         fail(f"{message} (see `{self.prog} -h`)")
 
 
+def at_least(minimum: int):
+    """An argparse type for the bench scripts: an integer of at least `minimum`, so that a
+    bad count is an `error:` line before any data is loaded, not a traceback mid-run."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print one `error:` line on stderr and exit non-zero."""
     sys.stderr.write(f"error: {' '.join(str(message).split())}\n")

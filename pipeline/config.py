@@ -128,6 +128,23 @@ TORCH_MODEL_NAMES = (
 )
 SKLEARN_MODEL_NAMES = ("logreg", "random_forest", "sk_mlp", "svc")
 MODEL_NAMES = TORCH_MODEL_NAMES + SKLEARN_MODEL_NAMES
+# Training settings a scikit-learn baseline has no use for: it is fitted once, with its own
+# solver. Giving one is an error (TrainSettings.check_baseline); the key leaves them out.
+TORCH_ONLY = (
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "loss",
+    "flip",
+    "augment",
+    "schedule",
+    "label_smoothing",
+    "dropout",
+    "patience",
+    "restore_best",
+)
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LOSSES = ("ce", "nll", "mse")
 AUGMENTATIONS = ("rotate", "shift", "zoom", "shear")
@@ -371,7 +388,8 @@ class TrainSettings(Settings):
         0,
         v.Int(0),
         "0 = the whole training split (scikit-learn svc: its documented default subset),"
-        " else a stratified sample of this many images",
+        f" else a stratified sample of this many images (at least {NUM_CLASSES}, one per"
+        " class, and fewer than the split holds)",
         "images",
     )
     seed: int = setting(
@@ -420,6 +438,22 @@ class TrainSettings(Settings):
         if self.label_smoothing and self.loss != "ce":
             raise UserError(
                 "label_smoothing applies to loss=ce only; set label_smoothing=0 or loss=ce"
+            )
+        if 0 < self.subset < NUM_CLASSES:  # scikit-learn's stratified sample needs one per class
+            raise UserError(f"subset must be 0 or at least {NUM_CLASSES}, got {self.subset}")
+
+    def check_baseline(self) -> None:
+        """A scikit-learn baseline given a torch training setting: a UserError, not a setting
+        logged and silently ignored. Checked by `fit.prepare`, not `check`: tune refuses
+        baselines outright, with defaults of its own (epochs=5)."""
+        if not self.is_sklearn:
+            return
+        default = type(self)()  # defaults pass: `mlflow run` gives every setting explicitly
+        given = [n for n in TORCH_ONLY if getattr(self, n) != getattr(default, n)]
+        if given:
+            raise UserError(
+                f"{self.model} is a scikit-learn baseline, fitted by its own solver; it takes"
+                f" no {', '.join(given)} (leave them at their defaults)"
             )
 
     @property
@@ -607,6 +641,11 @@ class MainSettings(Settings):
         if self.workers and self.executor == "local":
             raise UserError(
                 "workers applies to executor=ray; executor=local runs one job at a time"
+            )
+        if self.gpus_per_job != 1.0 and self.executor == "local":  # 1.0: the default
+            raise UserError(
+                "gpus_per_job applies to executor=ray; executor=local runs one job at a time"
+                " on the whole device"
             )
 
 

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -126,9 +127,13 @@ def resolve_source(source: str) -> Path:
             raise DataError(f"source {source}: no such directory")
         return path
     if source == "auto":
-        for candidate in (os.environ.get("FASHION_MNIST_DIR"), config.DEBIAN_DATA_DIR):
-            if candidate and Path(candidate).is_dir():
-                return Path(candidate)
+        chosen = os.environ.get("FASHION_MNIST_DIR")
+        if chosen:  # set on purpose: a typo must not fall through to other data
+            if not Path(chosen).expanduser().is_dir():
+                raise DataError(f"FASHION_MNIST_DIR={chosen}: no such directory")
+            return Path(chosen).expanduser()
+        if Path(config.DEBIAN_DATA_DIR).is_dir():
+            return Path(config.DEBIAN_DATA_DIR)
     return download(config.data_dir() / "download")
 
 
@@ -204,6 +209,16 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int):
     """Seeded, stratified train/val indices (sorted, disjoint, covering every index)."""
     from sklearn.model_selection import train_test_split
 
+    # scikit-learn's sizes (validation rounded up); stratifying needs one image per class
+    # in each part, which its own error says in scikit-learn's terms, after a traceback
+    n_val = math.ceil(val_fraction * len(labels))
+    n_classes = len(np.unique(labels))
+    if min(n_val, len(labels) - n_val) < n_classes:
+        raise DataError(
+            f"val_fraction {val_fraction:g} splits the {len(labels):,} training images into"
+            f" {len(labels) - n_val:,} train / {n_val:,} validation; each part needs at least"
+            f" {n_classes} (one per class)"
+        )
     indices = np.arange(len(labels))
     train_idx, val_idx = train_test_split(
         indices, test_size=val_fraction, stratify=labels, random_state=seed
@@ -275,6 +290,9 @@ def write_cache(raw: RawData, val_fraction: float, seed: int) -> tuple[Path, dic
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        # mkdtemp's private 0700 would outlive the rename: the cache takes its parent's mode,
+        # so a shared FMB_DATA_DIR stays readable by the users it is shared with
+        os.chmod(tmp, target.parent.stat().st_mode & 0o777)
         manifest["cache_files"] = {name: _save(tmp / name, a) for name, a in arrays.items()}
         _write_synced(tmp / "manifest.json", json.dumps(manifest, indent=2).encode())
         if target.exists():  # unreadable, corrupt, or of an older format: replaced whole
@@ -430,10 +448,19 @@ def _split_arrays(directory: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def train_and_val(directory: Path, subset: int = 0, seed: int = 0) -> tuple[Split, Split]:
+def train_and_val(
+    directory: Path, subset: int = 0, seed: int = 0, *, strict: bool = False
+) -> tuple[Split, Split]:
     """(train, val) of a prepared cache; train reduced to a stratified `subset` (drawn with
-    `seed`) when 0 < subset < its size."""
+    `seed`) when 0 < subset < its size. At or above its size the whole split is used, unless
+    `strict` (a subset the user asked for): then it is an error, because the run would be
+    labelled a subset while it trains on all of it."""
     train, val = load_split(directory, "train"), load_split(directory, "val")
+    if strict and subset >= len(train.labels):
+        raise DataError(
+            f"subset {subset:,} is not below the training split's {len(train.labels):,}"
+            " images; use subset=0 for all of them"
+        )
     if 0 < subset < len(train.labels):
         keep = stratified_subset(train.labels, subset, seed)
         train = Split(train.images[keep], train.labels[keep])

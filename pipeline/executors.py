@@ -109,6 +109,10 @@ def connect(workers: int):
     address = os.environ.get("RAY_ADDRESS")
     if address:
         check_ray_address(address)
+    # ray.init puts its own SIGTERM handler in place (a stack dump, then abort: exit 134, the
+    # main run FAILED and its jobs' runs left RUNNING); the step's own handlers come back, so
+    # SIGTERM stops `main` as Ctrl-C does and close() cancels the jobs, which end KILLED
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
@@ -116,6 +120,10 @@ def connect(workers: int):
             ray.init(num_cpus=workers or None, include_dashboard=False, log_to_driver=False)
     except Exception as exc:
         raise UserError(f"cannot start or join Ray ({type(exc).__name__}: {exc})") from None
+    finally:
+        for sig, handler in handlers.items():
+            if handler is not None:  # None: not set from Python, nothing to restore
+                signal.signal(sig, handler)
     return ray
 
 
@@ -140,7 +148,7 @@ class Ray(Local):
             int(self.gpus / settings.gpus_per_job) if self.gpus else int(resources.get("CPU", 1))
         )
         self.workers = settings.workers or max(1, offered)
-        self.pending: list = []
+        self.pending: dict = {}  # task ref -> its run, while it runs
 
     def bind(self, experiment_id: str, main_run_id: str) -> None:
         super().bind(experiment_id, main_run_id)
@@ -172,7 +180,7 @@ class Ray(Local):
                 run_id = job.run_id or tracking.project_child_run(self.main_run_id, job.entry)
                 args = (job.entry, job.params, run_id, self.main_run_id)
                 refs[remote.options(**self.options(job)).remote(*args)] = (index, run_id)
-            self.pending = list(refs)
+            self.pending = {ref: run_id for ref, (_, run_id) in refs.items()}
             done, _ = self.ray.wait(list(refs), num_returns=1)
             for ref in done:
                 index, run_id = refs.pop(ref)
@@ -182,14 +190,19 @@ class Ray(Local):
                     results[index] = Outcome(
                         run_id, f"{launches[index].entry} run {run_id}: {reason(exc)}"
                     )
+        self.pending = {}
         return [results[i] for i in range(len(launches))]
 
     def close(self) -> None:
-        """Cancel what still runs (its steps get SIGTERM and end their runs KILLED)."""
+        """Cancel what still runs: its steps get SIGTERM and end their runs KILLED. A run
+        whose step had not yet started (its run is made before the task starts), or had not
+        yet put its handlers in place, is ended KILLED here, so none is left RUNNING."""
         for ref in self.pending:
             with contextlib.suppress(Exception):  # finished already
                 self.ray.cancel(ref, force=True)
         self.ray.shutdown()
+        for run_id in self.pending.values():
+            tracking.close_run(run_id, "KILLED", {"error": "main was stopped while it ran"})
 
 
 def reason(exc: BaseException) -> str:

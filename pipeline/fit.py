@@ -56,10 +56,13 @@ def build_model(settings: TrainSettings):
 
 def prepare(settings: TrainSettings) -> Job:
     """Check and load everything a run needs; raises UserError before any run starts."""
+    settings.check_baseline()
     model, device = build_model(settings)
     split = settings.split
     directory = data.dataset_cache(settings.dataset, split.val_fraction, split.split_seed)
-    train, val = data.train_and_val(directory, identity.effective_subset(settings), settings.seed)
+    train, val = data.train_and_val(
+        directory, identity.effective_subset(settings), settings.seed, strict=settings.subset > 0
+    )
     return Job(settings, model, device, data.read_manifest(directory), train, val)
 
 

@@ -16,24 +16,7 @@ import json
 import shlex
 
 from pipeline import config, values
-from pipeline.config import TrainSettings
-
-# Training settings a scikit-learn baseline ignores: it is fitted once, with its own solver.
-TORCH_ONLY = (
-    "epochs",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "weight_decay",
-    "loss",
-    "flip",
-    "augment",
-    "schedule",
-    "label_smoothing",
-    "dropout",
-    "patience",
-    "restore_best",
-)
+from pipeline.config import TORCH_ONLY, TrainSettings
 
 
 def effective_subset(settings: TrainSettings) -> int:

@@ -576,7 +576,7 @@ REFERENCES_FILE = Path(__file__).with_name("references.csv")
 
 
 def load_references(path: Path = REFERENCES_FILE) -> pd.DataFrame:
-    """Published numbers (percent) from the reports and papers in ../shared/NOTES.md, with
+    """Published numbers (percent) from the reference reports and papers, with
     what is known to be wrong with each (`validity`) and the registry model they concern."""
     return pd.read_csv(path, dtype=str, keep_default_na=False).assign(
         value=lambda f: f["value"].astype(float)

@@ -128,9 +128,10 @@ def _blocks(sections, unranked_runs, references, best) -> list[tuple]:
         blocks.append(("table", _strings(shown)))
     blocks += [
         ("h2", "Published reference numbers (not produced by this pipeline)"),
-        ("p", "", "Figures copied from the reports and papers in NOTES.md (percent). None was"
-         " produced by this pipeline, settings differ, and several are known to be wrong:"
-         " read the validity column before comparing."),
+        ("p", "", "Figures copied from the five reference reports (000-004), the Fashion-MNIST"
+         " paper and the other sources each row names (percent; the project keeps them in"
+         " pipeline/references.csv). None was produced by this pipeline, settings differ, and"
+         " several are known to be wrong: read the validity column before comparing."),
         ("table", references.assign(value=references["value"].map("{:g}".format)).astype(str)),
     ]  # fmt: skip
     return blocks

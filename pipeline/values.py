@@ -202,6 +202,8 @@ class Options(Kind):
             key, sep, value = item.partition("=")
             if not sep or not key.strip() or not value.strip():
                 raise ValueError(f"{name} must look like key=value,key=[1,2] (got {text!r})")
+            if key.strip() in out:  # the last would win silently, and the first be ignored
+                raise ValueError(f"{name} gives {key.strip()} twice (got {text!r})")
             out[key.strip()] = _option_value(value)
         return dict(sorted(out.items()))
 

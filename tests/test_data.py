@@ -89,6 +89,43 @@ def test_split_is_stratified_seeded_disjoint():
     assert np.array_equal(train, again) and not np.array_equal(train, other)
 
 
+@pytest.mark.parametrize("fraction", [0.005, 0.995])
+def test_a_split_too_small_to_stratify_is_one_clear_error(fraction):
+    labels = np.repeat(np.arange(10), 100)  # 5 images in one part: fewer than the classes
+    with pytest.raises(data.DataError, match=f"val_fraction {fraction:g} splits the 1,000"):
+        data.stratified_split(labels, fraction, seed=0)
+    assert len(data.stratified_split(labels, 0.01, seed=0)[1]) == 10  # one per class is enough
+
+
+def test_a_subset_asked_for_must_be_below_the_training_split(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMB_DATA_DIR", str(tmp_path / "data"))
+    raw = data.load_raw(write_dataset(tmp_path / "idx"), allow_unofficial=True)
+    directory = data.write_cache(raw, 0.1, 42)[0]  # 540 training images
+    assert len(data.train_and_val(directory, 100, seed=1, strict=True)[0].labels) == 100
+    for subset in (540, 10_000):
+        with pytest.raises(data.DataError, match=f"subset {subset:,} is not below the training"):
+            data.train_and_val(directory, subset, seed=1, strict=True)
+    # a model's own default subset (svc's 10,000) on a smaller split: all of it
+    assert len(data.train_and_val(directory, 10_000, seed=1)[0].labels) == 540
+
+
+def test_a_fashion_mnist_dir_that_does_not_exist_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "typo"))
+    with pytest.raises(data.DataError, match="FASHION_MNIST_DIR=.*typo: no such directory"):
+        data.resolve_source("auto")
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path))
+    assert data.resolve_source("auto") == tmp_path
+
+
+def test_a_cache_folder_takes_its_parents_permissions(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMB_DATA_DIR", str(tmp_path / "data"))
+    raw = data.load_raw(write_dataset(tmp_path / "idx"), allow_unofficial=True)
+    (tmp_path / "data" / "prepared").mkdir(parents=True)
+    (tmp_path / "data" / "prepared").chmod(0o755)
+    directory = data.write_cache(raw, 0.1, 42)[0]
+    assert directory.stat().st_mode & 0o777 == 0o755  # not mkdtemp's private 0700
+
+
 def test_cache_entries_are_keyed_by_split_settings_and_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("FMB_DATA_DIR", str(tmp_path / "data"))
     raw = data.load_raw(write_dataset(tmp_path / "idx"), allow_unofficial=True)

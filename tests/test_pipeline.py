@@ -316,6 +316,15 @@ def test_main_is_a_parent_run_with_one_child_run_per_step(tiny_sqlite):
 
 @pytest.mark.realdata
 @pytest.mark.slow
+def test_main_says_how_to_open_its_studies_where_they_are(tiny_sqlite):
+    """Its stores are under FMB_MLRUNS_DIR, not the Makefile's default: the printed command
+    names the study's storage, so `make dashboard` does not open an empty one."""
+    storage = f"sqlite:///{tiny_sqlite.base / 'mlruns' / 'optuna.db'}"
+    assert f"Optuna: `make dashboard STORAGE={storage}`, then http" in tiny_sqlite.stderr
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
 def test_every_run_carries_the_contract_tags(tiny_sqlite):
     digest = tiny_sqlite.steps("prepare")[0].data.tags["dataset.digest"]
     assert len(digest) == 64

@@ -101,6 +101,27 @@ def test_a_job_killed_mid_run_is_retried_from_its_checkpoint(real_prepared, stor
     assert not running, [r.info.run_name for r in running]
 
 
+@pytest.mark.realdata
+def test_sigterm_on_ray_ends_main_and_its_jobs_killed(real_prepared, stores, tmp_path):
+    """Ray's own SIGTERM handler (a stack dump, then abort) made this exit 134 with the main
+    run FAILED and its jobs' runs left RUNNING."""
+    from test_reliability import no_run_left_running, runs, start, wait_for_epoch
+
+    env = {**stores, "FMB_DATA_DIR": str(real_prepared), "FASHION_MNIST_DIR": str(REAL_DATA)}
+    (tmp_path / "killable.toml").write_text(KILLABLE)
+    args = ["main", "--profile", str(tmp_path / "killable.toml"), "--executor", "ray"]
+    proc = start([*args, "--workers", "2"], env)
+    wait_for_epoch(env, "train", 1, proc, timeout=300)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 130 and "SIGTERM received" not in stderr, stderr[-3000:]
+    statuses = {r.info.run_name: r.info.status for r in runs(env)}
+    assert statuses["main killable"] == "KILLED", statuses
+    trains = [status for name, status in statuses.items() if name.startswith("train mlp")]
+    assert trains and set(trains) == {"KILLED"}, statuses
+    no_run_left_running(env)
+
+
 def test_executor_ray_without_ray_is_one_line(stores, tmp_path):
     fake = tmp_path / "no-ray" / "ray"
     fake.mkdir(parents=True)

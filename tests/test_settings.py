@@ -65,10 +65,13 @@ BAD = [
     ("train", {"resume": "not-a-run"}, "resume"),
     ("train", {"label_smoothing": "0.1", "loss": "mse"}, "label_smoothing"),
     ("train", {"nonsense": "1"}, "nonsense"),
+    ("train", {"subset": "5"}, "subset must be 0 or at least 10"),
+    ("train", {"options": "blocks=1,blocks=2"}, "blocks twice"),
     ("tune", {"lr_min": "0.1", "lr_max": "0.01"}, "lr_min"),
     ("tune", {"resume": "true"}, "resume"),
     ("evaluate", {"run_id": "xyz"}, "run_id"),
     ("main", {"profile": "no-such-profile"}, "not found"),
+    ("main", {"gpus_per_job": "0.5"}, "gpus_per_job applies to executor=ray"),
 ]
 
 
@@ -130,6 +133,17 @@ def test_a_baseline_ignores_training_settings_it_does_not_use():
     assert key(model="svc") == key(model="svc", subset=10_000)  # its documented default subset
 
 
+def test_a_baseline_given_a_torch_setting_is_refused_not_ignored():
+    """train checks it (fit.prepare) before any data is loaded or any run starts."""
+    given = config.TrainSettings.from_params({"model": "logreg", "dropout": "0.5", "epochs": "3"})
+    with pytest.raises(UserError, match=r"logreg is a scikit-learn baseline.*no epochs, dropout"):
+        given.check_baseline()
+    # every setting spelled out at its default, as `mlflow run` passes them, is fine
+    defaults = config.TrainSettings().params() | {"model": "logreg", "subset": "300"}
+    config.TrainSettings.from_params(defaults).check_baseline()
+    config.TrainSettings.from_params({"model": "lenet5", "dropout": "0.5"}).check_baseline()
+
+
 def test_the_command_reproduces_the_settings():
     settings = config.TrainSettings.from_params(
         {"model": "cnn2", "options": "filters=[32,64],dense=[64]", "flip": True, "lr": 0.003}
@@ -151,3 +165,18 @@ def test_every_reproduced_reference_is_a_configuration_of_the_reports_profile():
         assert identity.config_key(settings) in keys, (row["source"], row["setting"])
         assert row["registry_model"] == settings.model
         assert "setting" in row["validity"] or "invalid" in row["validity"], row["validity"]
+
+
+def test_no_step_is_the_usage_and_one_error_line(capsys):
+    from pipeline.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2 and out == ""
+    assert err.splitlines()[0].startswith("usage: python -m pipeline {prepare,")
+    assert (
+        err.splitlines()[1].startswith("error: name a step: prepare, train")
+        and err.count("\n") == 2
+    )
+    assert main(["--help"]) == 0 and capsys.readouterr().out.startswith("usage:")

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import cli
+from pipeline import cli, config
 from pipeline.config import MainSettings
 
 
@@ -27,11 +27,16 @@ def show(compare_run: str, experiment: str, main_run: str) -> None:
             if "optuna.dashboard_url" in r.data.tags
         }
     )
+    dashboard = "`make dashboard`"
+    storages = {r.data.tags["optuna.storage"] for r in studies if "optuna.storage" in r.data.tags}
+    if storages - {f"sqlite:///{config.ROOT / 'mlruns' / 'optuna.db'}"}:  # not the Makefile's
+        args = sorted(s.removeprefix("journal:") for s in storages)  # optuna-dashboard's form
+        dashboard = " or ".join(f"`make dashboard STORAGE={a}`" for a in args)
     print(
         f"\nleaderboard: run {compare_run} (leaderboard.html in its artifacts)\n"
         f"MLflow UI: `make ui`, then http://127.0.0.1:5000/#/experiments/{experiment}/runs"
         "?workflowType=machine_learning\n"  # MLflow 3.17's UI switch starts on GenAI
-        f"Optuna: `make dashboard`, then {' '.join(urls) or 'http://127.0.0.1:8080'}",
+        f"Optuna: {dashboard}, then {' '.join(urls) or 'http://127.0.0.1:8080'}",
         file=sys.stderr,
     )
 

@@ -7,6 +7,7 @@ import sys
 
 from pipeline import cli
 from pipeline.config import TrainSettings
+from pipeline.errors import UserError
 
 
 def main(settings: TrainSettings) -> int:
@@ -16,6 +17,15 @@ def main(settings: TrainSettings) -> int:
     tracking.check_reachable()
     run_id = None
     if settings.resume:
+        # the run continues with the settings it was started with (its config.json); others
+        # given beside resume would be dropped silently (defaults: what `mlflow run` passes)
+        defaults = TrainSettings().params()
+        given = [k for k, x in settings.params().items() if k != "resume" and x != defaults[k]]
+        if given:
+            raise UserError(
+                f"resume continues run {settings.resume} with the settings it was started"
+                f" with; drop {', '.join(given)}"
+            )
         found = fit.resumed(settings)
         if found is None:
             print(f"run {settings.resume} has finished already: nothing to do", file=sys.stderr)

@@ -3,6 +3,8 @@ workflow), from inside the main run."""
 
 from __future__ import annotations
 
+import sys
+
 from pipeline import config
 from pipeline.errors import UserError
 
@@ -17,8 +19,11 @@ def run_entry_point(
     """Run an entry point synchronously as a child of the active run (or continue the run
     `run_id`); returns its run id. MLflow does not forward the env manager to children, so
     it is passed explicitly."""
+    import time
+
     import mlflow
 
+    started_ms = int(time.time() * 1000)
     try:
         submitted = mlflow.projects.run(
             str(config.ROOT),
@@ -32,4 +37,37 @@ def run_entry_point(
     except mlflow.exceptions.ExecutionException:
         shown = " ".join(f"{k}={v}" for k, v in params.items())
         raise UserError(f"step {entry} ({shown}) failed; its run says why") from None
+    except KeyboardInterrupt:
+        killed_not_failed(entry, experiment_id, run_id, started_ms)
+        raise
     return submitted.run_id
+
+
+def killed_not_failed(entry: str, experiment_id: str, run_id: str | None, started_ms: int) -> None:
+    """On Ctrl-C or SIGTERM, MLflow cancels the child and ends its run FAILED unless the step
+    ended it first, which a step stopped while it starts or exits cannot: it was stopped,
+    so it ends KILLED, like every other run the signal stopped. The child is the run given
+    (a resumed one) or the one MLflow made since `started_ms`; one that its step never
+    reached keeps MLflow's random name no more, but says so. Never fatal."""
+    import mlflow
+
+    parent = mlflow.active_run()
+    if parent is None:
+        return
+    client = mlflow.MlflowClient()
+    try:
+        if run_id:
+            runs = [client.get_run(run_id)]
+        else:
+            runs = client.search_runs(
+                [experiment_id],
+                f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+                f" and attributes.start_time >= {started_ms}",
+            )
+        for run in runs:
+            if run.info.status == "FAILED":
+                client.set_terminated(run.info.run_id, "KILLED")
+            if "pipeline.step" not in run.data.tags:
+                client.set_tag(run.info.run_id, "mlflow.runName", f"{entry} (stopped at start)")
+    except Exception as exc:  # the store may be what went away
+        print(f"warning: could not mark the interrupted step KILLED: {exc}", file=sys.stderr)
