@@ -288,11 +288,8 @@ def write_cache(raw: RawData, val_fraction: float, seed: int) -> tuple[Path, dic
             "test_y": raw.files["test_labels"].array.astype(np.int64),
         },
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = _temp_dir_beside(target)
     try:
-        # mkdtemp's private 0700 would outlive the rename: the cache takes its parent's mode,
-        # so a shared FMB_DATA_DIR stays readable by the users it is shared with
-        os.chmod(tmp, target.parent.stat().st_mode & 0o777)
         manifest["cache_files"] = {name: _save(tmp / name, a) for name, a in arrays.items()}
         _write_synced(tmp / "manifest.json", json.dumps(manifest, indent=2).encode())
         if target.exists():  # unreadable, corrupt, or of an older format: replaced whole
@@ -308,6 +305,15 @@ def write_cache(raw: RawData, val_fraction: float, seed: int) -> tuple[Path, dic
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target, manifest, False
+
+
+def _temp_dir_beside(target: Path) -> Path:
+    """A temporary folder to be renamed to `target`, with the mode of the folder it sits in:
+    mkdtemp's private 0700 would outlive the rename, and a shared FMB_DATA_DIR must stay
+    readable by the users it is shared with."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    os.chmod(tmp, target.parent.stat().st_mode & 0o777)
+    return tmp
 
 
 def _write_synced(path: Path, payload: bytes) -> None:

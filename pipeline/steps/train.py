@@ -17,20 +17,12 @@ def main(settings: TrainSettings) -> int:
     tracking.check_reachable()
     run_id = None
     if settings.resume:
-        # the run continues with the settings it was started with (its config.json); others
-        # given beside resume would be dropped silently (defaults: what `mlflow run` passes)
-        defaults = TrainSettings().params()
-        given = [k for k, x in settings.params().items() if k != "resume" and x != defaults[k]]
-        if given:
-            raise UserError(
-                f"resume continues run {settings.resume} with the settings it was started"
-                f" with; drop {', '.join(given)}"
-            )
         found = fit.resumed(settings)
         if found is None:
             print(f"run {settings.resume} has finished already: nothing to do", file=sys.stderr)
             cli.print_result({"run_id": settings.resume, "resumed": False})
             return 0
+        check_unchanged(settings, found[0])
         settings, run_id = found
     job = fit.prepare(settings)  # options, device and data checked before the run starts
     run_id, summary = fit.run(job, run_id=run_id)
@@ -41,3 +33,21 @@ def main(settings: TrainSettings) -> int:
     )
     cli.print_result({"run_id": run_id, **summary})
     return 0
+
+
+def check_unchanged(given: TrainSettings, saved: TrainSettings) -> None:
+    """A resumed run continues with the settings it was started with (its config.json). A
+    setting given beside `resume` that differs from those would be dropped silently, so it
+    is an error; one at its default (what `mlflow run` passes) or equal to the run's (what
+    `main` passes when it resumes a job) is not."""
+    defaults, theirs = TrainSettings().params(), saved.params()
+    changed = [
+        k
+        for k, x in given.params().items()
+        if k != "resume" and x != defaults[k] and x != theirs[k]
+    ]
+    if changed:
+        raise UserError(
+            f"resume continues run {saved.resume} with the settings it was started with;"
+            f" drop {', '.join(changed)} (or start a new run)"
+        )
