@@ -225,12 +225,23 @@ def _metric_column(metric: str) -> tuple[str, str | None, bool]:
     return f"{metric}_mean", metric, ascending
 
 
+def _val_accuracy(group: pd.DataFrame) -> pd.Series:
+    """Each run's validation accuracy of the model it logged: `logged_val_accuracy`, which
+    differs from the best epoch's `best_val_accuracy` under restore_best=false (the last
+    epoch's weights are logged); runs from before that key existed fall back on it."""
+    best = _num(group, "best_val_accuracy")
+    return (
+        _num(group, "logged_val_accuracy").fillna(best) if "logged_val_accuracy" in group else best
+    )
+
+
 def _best_run(group: pd.DataFrame) -> pd.Series:
-    """The run with the highest best_val_accuracy (ties: lower seed, then run id).
+    """The run whose logged model has the highest validation accuracy (ties: lower seed,
+    then run id).
 
     Never the highest test accuracy: the test set is for reporting, not for choosing.
     """
-    order = group.assign(_val=_num(group, "best_val_accuracy")).sort_values(
+    order = group.assign(_val=_val_accuracy(group)).sort_values(
         ["_val", "seed", "run_id"], ascending=[False, True, True], na_position="last"
     )
     return order.iloc[0]
@@ -245,14 +256,17 @@ def _summarise(group: pd.DataFrame, extra: str | None) -> dict:
     group = group.sort_values(["seed", "run_id"], na_position="last")
     best = _best_run(group)
     label = best["config_label"]
-    if best["tuned"] == "true":  # its validation accuracy is free of selection (fresh seeds)
-        label += f" (tuned, {best['tune_trials'] or '?'} trials)"
+    # retrains of a study's best configuration (fresh seeds: their validation accuracy is
+    # free of the selection) share its key with plain runs of it: tuned if any run is
+    tuned = group[group["tuned"] == "true"]
+    if not tuned.empty:
+        label += f" (tuned, {tuned['tune_trials'].iloc[0] or '?'} trials)"
     row = {"model": best["model"], "config_label": label, "n_seeds": len(group)}
     for name in (*SUMMARY_METRICS, *((extra,) if extra else ())):
         row[f"{name}_mean"] = _num(group, name).mean()
         row[f"{name}_std"] = _num(group, name).std(ddof=1)  # NaN for one seed
-    row["val_accuracy_mean"] = _num(group, "best_val_accuracy").mean()
-    row["val_accuracy_std"] = _num(group, "best_val_accuracy").std(ddof=1)
+    row["val_accuracy_mean"] = _val_accuracy(group).mean()
+    row["val_accuracy_std"] = _val_accuracy(group).std(ddof=1)
     row["val_log_loss_mean"] = _num(group, "val_log_loss").mean()
     row["n_params"] = _num(group, "n_params").median()
     row["train_time_s_mean"] = _num(group, "train_time_s").mean()
@@ -262,7 +276,7 @@ def _summarise(group: pd.DataFrame, extra: str | None) -> dict:
     row["test_accuracies"] = ",".join(repr(float(v)) for v in _num(group, "test_accuracy"))
     row["run_ids"] = ",".join(group["run_id"])
     row["best_run_id"] = best["run_id"]
-    row["tuned"] = best["tuned"] == "true"
+    row["tuned"] = not tuned.empty
     row["command"] = best["command"]
     row |= {key: best[key] for key in GROUP_KEYS}
     return row
@@ -282,7 +296,7 @@ def aggregate(recs: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame
     """One row per configuration (config_key + dataset_digest) over evaluated FINISHED runs.
 
     Mean and sample std (ddof=1; NaN for one seed) of the test accuracy and macro P/R/F1,
-    mean validation accuracy (`val_accuracy_mean`, from best_val_accuracy), size, training
+    mean validation accuracy of the logged models (`val_accuracy_mean`), size, training
     time and speed, the run ids, the best run by validation accuracy and its command.
     Sorted by `<metric>_mean` (descending; ascending for losses, times and sizes), ties
     broken by val_accuracy_mean, then config_label, then config_key; `rank` is 1-based.
@@ -363,9 +377,10 @@ class Section:
 
     @property
     def champion_order(self) -> tuple | None:
-        """Where the champion may come from, best first: the main section, then subsets of
-        the main data (largest first), then other official splits; None for unofficial
-        data or an unofficial test set, which never give the champion."""
+        """Where the champion may come from: the main split (the whole training split and
+        its subsets, compared on validation by pick_champion), then other official splits
+        in this order; None for unofficial data or an unofficial test set, which never
+        give the champion."""
         if not self.official or not self.test_official:
             return None
         return (not self.main, not self.main_digest, -self.subset, self.digest)
@@ -459,14 +474,19 @@ def champion(table: pd.DataFrame) -> pd.Series | None:
 
 
 def pick_champion(tables: dict[Section, pd.DataFrame]) -> tuple[Section | None, pd.Series | None]:
-    """(section, champion row) from the first section, in Section.champion_order, that has
-    one; (None, None) when none has."""
+    """(section, champion row): the best on validation (CHAMPION_ORDER) among the sections
+    of the main split, the whole training split and its subsets alike (one validation split
+    scores them all, so the best there is the best model, whatever it trained on); else
+    from the first other official split, in Section.champion_order, that has one; (None,
+    None) when none has."""
     eligible = [s for s in tables if s.champion_order is not None]
-    for section in sorted(eligible, key=lambda s: s.champion_order):
-        best = champion(tables[section])
-        if best is not None:
-            return section, best
-    return None, None
+    found = [(s, champion(tables[s])) for s in sorted(eligible, key=lambda s: s.champion_order)]
+    found = [(s, best) for s, best in found if best is not None]
+    if not found:
+        return None, None
+    pool = [(s, best) for s, best in found if s.main_digest] or found[:1]
+    winner = champion(pd.DataFrame([best for _, best in pool]).reset_index(drop=True))
+    return pool[winner.name]  # its index: the position in the pool
 
 
 # --- significance -------------------------------------------------------------------------

@@ -171,6 +171,9 @@ def test_tta_flip_adds_its_own_keys_and_keeps_test_accuracy(tiny_sqlite, monkeyp
     run = pipeline_run(tiny_sqlite, "logreg")
     rid, before = run.info.run_id, run.data.metrics
     assert not any(k.startswith("test_tta_") for k in before)
+    # training's val_loss is evaluation's val_log_loss for a baseline (both in float64;
+    # float32 probabilities clipped at 1.2e-7 put them 0.007 apart)
+    assert before["val_loss"] == pytest.approx(before["val_log_loss"], rel=1e-6)
     with tracking_to(tiny_sqlite.uri):
         values = evaluation.evaluate(evaluation.check(rid), tta="flip")
     after = client.get_run(rid).data.metrics

@@ -451,6 +451,33 @@ def test_tuned_rows_say_so_with_their_trials_and_metrics_never_overwrite_records
     ]
 
 
+def test_a_row_with_a_tuned_retrain_among_its_seeds_says_so_whichever_seed_is_best():
+    # the retrain (seed 43) shares its configuration key with plain seeds; seed 1 is best
+    plain = [scored(f"s{i}", 0.8, 0.9 - i / 100, key="k", seed=i) for i in (1, 2)]
+    retrain = scored("s43", 0.8, 0.85, key="k", seed=43) | {
+        "tags.tune.tuned": "true",
+        "tags.tune.n_trials": "3",
+    }
+    row = lb.aggregate(lb.records(frame(*plain, retrain))).iloc[0]
+    assert row["best_run_id"] == "s1" and row["tuned"]
+    assert row["config_label"].endswith("(tuned, 3 trials)")
+
+
+def test_validation_accuracy_is_the_logged_models_not_the_best_epochs():
+    """restore_best=false logs the last epoch's weights: ranking, the best run and the
+    champion use their validation accuracy (logged_val_accuracy), not the best epoch's."""
+    last_worse = scored("last", 0.80, 0.95, key="k-last", logged_val_accuracy=0.70)
+    restored = scored("restored", 0.80, 0.90, key="k-best", logged_val_accuracy=0.90)
+    old = scored("old", 0.80, 0.85, key="k-old")  # from before logged_val_accuracy
+    main = named(lb.sections(lb.records(frame(last_worse, restored, old))))[lb.MAIN_SECTION]
+    val = dict(zip(main["best_run_id"], main["val_accuracy_mean"], strict=True))
+    assert val == {"last": 0.70, "restored": 0.90, "old": 0.85}
+    assert lb.champion(main)["best_run_id"] == "restored"
+    seeds = [scored(f"r{i}", 0.8, 0.95, key="k", seed=i, logged_val_accuracy=v) for i, v in
+             ((1, 0.80), (2, 0.90))]  # fmt: skip
+    assert lb.aggregate(lb.records(frame(*seeds))).iloc[0]["best_run_id"] == "r2"
+
+
 def test_seeds_of_different_code_versions_are_never_averaged():
     rows = [scored("a1", 0.90, 0.90, seed=1), scored("a2", 0.92, 0.91, seed=2)]
     rows.append(scored("b1", 0.70, 0.70, seed=3) | {"tags.code.version": "def456"})

@@ -559,7 +559,10 @@ def section(val: float, *, official=True, test_official=True, subset=0, main=Tru
     return key, table
 
 
-def test_the_champion_comes_from_official_data_and_the_largest_subset():
+def test_the_champion_is_the_best_on_the_main_splits_validation_set():
+    """The whole training split and its subsets share one validation split: the best there
+    wins, whatever it trained on (a larger subset used to win with a worse score). Another
+    official split (its own validation set) only when the main one has no candidate."""
     from pipeline import leaderboard
 
     main_key, main_table = section(0.5)
@@ -574,8 +577,12 @@ def test_the_champion_comes_from_official_data_and_the_largest_subset():
         ]
     )
     found, best = leaderboard.pick_champion(tables)
-    assert found.name == "official data, training subset 600" and best["best_run_id"] == "run-0.9"
-    tables[main_key] = main_table
+    assert found.name == "official data, training subset 300" and best["best_run_id"] == "run-0.95"
+    tables[main_key] = main_table  # 0.5: worse on validation than the subset runs
+    assert leaderboard.pick_champion(tables)[1]["best_run_id"] == "run-0.95"
+    tables[main_key] = section(0.97)[1]
     assert leaderboard.pick_champion(tables)[0].main
+    only_other = {k: v for k, v in tables.items() if not k.main_digest}
+    assert leaderboard.pick_champion(only_other)[1]["best_run_id"] == "run-0.99"
     unofficial = {k: v for k, v in tables.items() if not (k.official and k.test_official)}
     assert leaderboard.pick_champion({main_key: main_table.iloc[:0], **unofficial}) == (None, None)

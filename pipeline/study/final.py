@@ -127,6 +127,12 @@ def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict:
     else:
         result |= retrain_best(study, settings, parent, run_tags)
         ids = study.user_attrs["final_run_ids"]
-    tracking.log_metrics(parent, {k: float(v) for k, v in result.items()}, step=len(study.trials))
+    metrics = {k: float(v) for k, v in result.items()}
+    # best_trial_val_accuracy is a curve over completed trials (search.best_so_far): its
+    # final value goes at the best trial's own step, where the curve has it already (a
+    # worker that ran no trial still logs it), never at a trial number that does not exist
+    best_point = {"best_trial_val_accuracy": metrics.pop("best_trial_val_accuracy")}
+    tracking.log_metrics(parent, best_point, step=best.number)
+    tracking.log_metrics(parent, metrics, step=len(study.trials))
     log_study(study, settings, parent)
     return {"final_run_ids": ids, **result, "best_params": best.params}
