@@ -13,7 +13,9 @@ TEST_WORKERS ?= 2
 # The contract's tracking defaults (INTERFACE.md): `mlflow run` creates its run from these
 # before any project code runs. Bounded HTTP retries make an unreachable server fail in
 # seconds instead of minutes.
-export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlruns/mlflow.db
+# FMB_MLRUNS_DIR moves the tracking store with the pipeline's other stores, as without make.
+MLRUNS := $(or $(FMB_MLRUNS_DIR),$(CURDIR)/mlruns)
+export MLFLOW_TRACKING_URI ?= sqlite:///$(MLRUNS)/mlflow.db
 export MLFLOW_EXPERIMENT_NAME ?= fashion-mnist
 export MLFLOW_HTTP_REQUEST_MAX_RETRIES ?= 2
 export MLFLOW_HTTP_REQUEST_TIMEOUT ?= 20
@@ -32,7 +34,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	@mkdir -p mlruns
+	@mkdir -p $(MLRUNS)
 	$(BIN)/python -m pipeline main --profile $(PROFILE)
 
 # Ray is an extra that `make run` never pulls; the tests need it (tests/test_scale.py).
@@ -70,7 +72,7 @@ $(BIN)/.dashboard: $(BIN)/.installed
 
 # The studies' storage: the pipeline's default (FMB_MLRUNS_DIR moves it, as it moves the
 # pipeline's), or any other with STORAGE=<url or journal file>, as `main` and tune print it.
-STORAGE ?= sqlite:///$(or $(FMB_MLRUNS_DIR),$(CURDIR)/mlruns)/optuna.db
+STORAGE ?= sqlite:///$(MLRUNS)/optuna.db
 
 dashboard: $(BIN)/.dashboard
 	@echo "optuna-dashboard: http://127.0.0.1:$(DASHBOARD_PORT) (a study: /dashboard/studies/<id>, as tune prints)"
@@ -79,7 +81,7 @@ dashboard: $(BIN)/.dashboard
 # PNGs of the MLflow UI on this store (after `make run`), for the README; needs Debian's
 # chromium (`apt-get install chromium`), so it stays outside `make test`.
 screenshots: setup
-	$(BIN)/python tools/screenshots.py --store $(CURDIR)/mlruns/mlflow.db --out $(CURDIR)/docs/screenshots
+	$(BIN)/python tools/screenshots.py --store $(MLRUNS)/mlflow.db --out $(CURDIR)/docs/screenshots
 
 # MLproject is generated from the settings in pipeline/config.py (tests fail when it differs).
 mlproject: setup

@@ -502,8 +502,9 @@ class TuneSettings(Settings):
     study_name: str = setting(
         "auto",
         v.Text(r"[\w.\-]+", "letters, digits, '.', '-' or '_'"),
-        "auto = derived from model, space, epochs, subset and data; workers with the same"
-        " name and storage share one study",
+        "auto = model-space-e<epochs>-s<subset>-<data>-<hash of the other training settings,"
+        " lr range, pruner and sampler>; workers with the same name and storage share one"
+        " study",
         identity=False,
     )
     heartbeat_s: int = setting(

@@ -122,7 +122,12 @@ def main_study(env, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("cwd")
     result = mlflow_run("tune", MAIN, env, cwd=cwd)
     assert result.returncode == 0, result.stderr[-4000:]
-    name = f"mlp-base-e2-s300-{env['DIGEST'][:8]}"
+    from pipeline import cli
+    from pipeline.study import search
+
+    argv = [f"--{k}={v}" for k, v in MAIN.items()]
+    name = search.study_name(cli.parse("tune", argv), env["DIGEST"])
+    assert name.startswith(f"mlp-base-e2-s300-{env['DIGEST'][:8]}-")
     return name, load_study(name, default_storage(env)), cwd
 
 
@@ -499,3 +504,20 @@ def test_hyperband_prunes_a_lone_trial_but_never_the_default_trial():
         direction="maximize", pruner=optuna.pruners.HyperbandPruner(min_resource=1)
     )
     assert pruned_at(default, default.ask()) is None  # Optuna's default promotes it
+
+
+def test_an_auto_study_name_tells_studies_of_other_settings_apart():
+    """A tune with other base settings, pruner or lr range joined an earlier study of the
+    same model, epochs and subset, and reported its trials as its own."""
+    from pipeline import cli
+    from pipeline.study import search
+
+    def name(*argv: str) -> str:
+        return search.study_name(cli.parse("tune", [*TINY, "--epochs", "1", *argv]), "ab" * 32)
+
+    base = name()
+    assert base.startswith("mlp-base-e1-s300-abababab-") and base == name()  # a rerun resumes
+    others = [name("--batch_size", "128"), name("--pruner", "hyperband"), name("--lr_max", "0.1")]
+    assert len({base, *others}) == 4
+    assert name("--seed", "7", "--n_trials", "50", "--final", "false") == base  # not the study
+    assert name("--study_name", "mine") == "mine"

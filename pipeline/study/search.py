@@ -14,6 +14,7 @@ ends FAIL before it trains (user attribute `surplus`) and stops its worker.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -101,10 +102,17 @@ class Surplus(Exception):
 
 
 def study_name(settings: TuneSettings, digest: str) -> str:
+    """The given name, or one derived from what decides the study: readable (model, space,
+    epochs, subset, data) and a hash of the rest (the base training settings' key, the lr
+    range, pruner and sampler). Without the hash a tune with other settings joined an
+    earlier study and reported its trials; a rerun or a parallel worker of the same
+    command gets the same name, so it resumes or shares the study."""
     if settings.study_name != "auto":
         return settings.study_name
     b = settings.base
-    return f"{b.model}-{settings.space}-e{b.epochs}-s{b.subset}-{digest[:8]}"
+    search = [identity.config_key(b), settings.lr_min, settings.lr_max, settings.pruner]
+    tail = hashlib.sha256(repr([*search, settings.sampler]).encode()).hexdigest()[:6]
+    return f"{b.model}-{settings.space}-e{b.epochs}-s{b.subset}-{digest[:8]}-{tail}"
 
 
 def open_study(name: str, storage, settings: TuneSettings):
