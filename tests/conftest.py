@@ -221,3 +221,33 @@ def tiny_ray(flows):
     import test_pipeline
 
     return test_pipeline.finished(flows, "ray")
+
+
+# --- the bench scripts (tests/test_bench.py, tests/test_bench_inputs.py) ----------------------
+
+
+@pytest.fixture
+def bench_env(tmp_path) -> dict[str, str]:
+    """Synthetic IDX files as the data source (loadable: a script that let a bad input
+    through would go on to work), an empty data directory for the cache, no GPU (the
+    tiny runs are CPU format checks, and `--device cuda` then asks for an absent device)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "FMB_"))}
+    env.update(
+        FASHION_MNIST_DIR=str(write_dataset(tmp_path / "idx")),
+        FMB_DATA_DIR=str(tmp_path / "data"),
+        PYTHONUNBUFFERED="1",
+        CUDA_VISIBLE_DEVICES="",
+    )
+    return env
+
+
+def run_script(script: str, args: list[str], env: dict[str, str], timeout: int = 120):
+    """`python bench/<script> ...`, its output captured."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -5,42 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
-from conftest import REAL_DATA, ROOT, write_dataset
+from conftest import REAL_DATA, run_script
 
 LINE = re.compile(
     r"^time_to_accuracy device=(cpu|cuda) model=fastnet target=0\.\d\d "
     r"reached=(true|false) seconds=(\d+\.\d\d|none) test_accuracy=[01]\.\d{4} epochs=1$"
 )
-
-
-def run_script(script: str, args: list[str], env: dict[str, str], timeout: int = 120):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-@pytest.fixture
-def bench_env(tmp_path, monkeypatch) -> dict[str, str]:
-    """Synthetic IDX files as the data source, an empty data directory for the cache."""
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "FMB_"))}
-    env.update(
-        FASHION_MNIST_DIR=str(write_dataset(tmp_path / "idx")),
-        FMB_DATA_DIR=str(tmp_path / "data"),
-        PYTHONUNBUFFERED="1",
-        CUDA_VISIBLE_DEVICES="",  # the tiny run is a CPU format check everywhere
-    )
-    return env
 
 
 def test_time_to_accuracy_tiny(bench_env, tmp_path):

@@ -6,39 +6,9 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, write_dataset
-
-
-@pytest.fixture
-def env(tmp_path) -> dict[str, str]:
-    """Loadable synthetic data, so a script that missed a bad input would go on to work
-    (and print) instead of stopping at a data error that looks like the right refusal."""
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "FMB_"))}
-    env.update(
-        FASHION_MNIST_DIR=str(write_dataset(tmp_path / "idx")),
-        FMB_DATA_DIR=str(tmp_path / "data"),
-        PYTHONUNBUFFERED="1",
-        CUDA_VISIBLE_DEVICES="",  # so `--device cuda` asks for a device that is absent
-    )
-    return env
-
-
-def run_script(script: str, args: list[str], env: dict[str, str], timeout: int = 90):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
+from conftest import run_script
 
 # Per script, arguments that bound the work it would do if it let a bad input through
 # (then the test fails on its output, not on a timeout); the bad input comes after them.
@@ -82,11 +52,11 @@ BAD_INPUTS = [
     # never "bench_scale" in a test's name: conftest sends those to the pipelines' worker
     ids=[f"{s.removeprefix('bench_').removesuffix('.py')}:{' '.join(a)}" for s, a, _ in BAD_INPUTS],
 )
-def test_bad_input_is_one_error_line_before_any_work(env, tmp_path, script, args, fragment):
+def test_bad_input_is_one_error_line_before_any_work(bench_env, tmp_path, script, args, fragment):
     # --json into tmp_path: a script that went on despite the bad input never writes into
     # the checkout's bench/results/
     json_args = [] if script == "bench_augment.py" else ["--json", str(tmp_path / "out.json")]
-    result = run_script(script, [*TINY[script].split(), *args, *json_args], env)
+    result = run_script(script, [*TINY[script].split(), *args, *json_args], bench_env, timeout=90)
     assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
@@ -105,17 +75,17 @@ def test_bad_input_is_one_error_line_before_any_work(env, tmp_path, script, args
     ],
     ids=["train", "time_to_accuracy", "augment", "pruning", "scale"],
 )
-def test_help_describes_the_script_in_whole_sentences(env, script):
-    result = run_script(script, ["--help"], env)
+def test_help_describes_the_script_in_whole_sentences(bench_env, script):
+    result = run_script(script, ["--help"], bench_env, timeout=90)
     assert result.returncode == 0, result.stderr[-3000:]
     # the description: the paragraph between the usage block and the options
     description = result.stdout.split("\n\n")[1]
     assert " ".join(description.split()).endswith("."), description
 
 
-def test_time_to_accuracy_header_shows_the_subset_it_trains_on(env):
+def test_time_to_accuracy_header_shows_the_subset_it_trains_on(bench_env):
     args = ["--subset", "200", "--epochs", "1", "--allow-unofficial", "--compile", "false"]
-    result = run_script("time_to_accuracy.py", [*args, "--threads", "1"], env)
+    result = run_script("time_to_accuracy.py", [*args, "--threads", "1"], bench_env, timeout=90)
     assert result.returncode == 0, result.stderr[-3000:]
     header = result.stdout.splitlines()[0]
     settings = json.loads(header[header.index("{") :])
@@ -123,11 +93,14 @@ def test_time_to_accuracy_header_shows_the_subset_it_trains_on(env):
     assert re.search(r"^# train 200 images", result.stdout, re.M), result.stdout
 
 
-def test_bench_pruning_with_one_seed_prints_no_nan_spread(env, tmp_path):
+def test_bench_pruning_with_one_seed_prints_no_nan_spread(bench_env, tmp_path):
     out = tmp_path / "pruning.json"
     args = ["--model", "mlp", "--trials", "3", "--epochs", "2", "--subset", "200", "--seeds", "1"]
     result = run_script(
-        "bench_pruning.py", [*args, "--allow-unofficial", "--threads", "1", "--json", str(out)], env
+        "bench_pruning.py",
+        [*args, "--allow-unofficial", "--threads", "1", "--json", str(out)],
+        bench_env,
+        timeout=90,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summaries = [line for line in result.stdout.splitlines() if line.startswith("summary ")]
