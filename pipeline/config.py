@@ -255,6 +255,12 @@ class Settings:
         """Every flat setting spelled canonically: what is logged and passed to child runs."""
         return {leaf.name: leaf.kind.spell(self.value(leaf)) for leaf in self.leaves()}
 
+    def non_defaults(self) -> dict[str, str]:
+        """The flat settings not at the class's defaults, spelled as params() spells them
+        (`mlflow run` passes every setting: one at its default was not asked for)."""
+        defaults = type(self)().params()
+        return {k: x for k, x in self.params().items() if x != defaults[k]}
+
     @classmethod
     def from_params(cls, params: dict[str, Any], base: Settings | None = None):
         """Settings from flat name -> value (text or typed), the rest from `base` (defaults).
@@ -448,8 +454,7 @@ class TrainSettings(Settings):
         baselines outright, with defaults of its own (epochs=5)."""
         if not self.is_sklearn:
             return
-        default = type(self)()  # defaults pass: `mlflow run` gives every setting explicitly
-        given = [n for n in TORCH_ONLY if getattr(self, n) != getattr(default, n)]
+        given = [n for n in TORCH_ONLY if n in self.non_defaults()]
         if given:
             raise UserError(
                 f"{self.model} is a scikit-learn baseline, fitted by its own solver; it takes"

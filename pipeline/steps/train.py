@@ -40,12 +40,8 @@ def check_unchanged(given: TrainSettings, saved: TrainSettings) -> None:
     setting given beside `resume` that differs from those would be dropped silently, so it
     is an error; one at its default (what `mlflow run` passes) or equal to the run's (what
     `main` passes when it resumes a job) is not."""
-    defaults, theirs = TrainSettings().params(), saved.params()
-    changed = [
-        k
-        for k, x in given.params().items()
-        if k != "resume" and x != defaults[k] and x != theirs[k]
-    ]
+    theirs = saved.params()
+    changed = [k for k, x in given.non_defaults().items() if k != "resume" and x != theirs[k]]
     if changed:
         raise UserError(
             f"resume continues run {saved.resume} with the settings it was started with;"
