@@ -20,8 +20,9 @@ mode, fp32, the model's own test-time augmentation, the plain (uncompiled) modul
 
 "seconds" are the engine's training seconds (train_time_s: every epoch's training pass
 and its validation pass) summed up to the end of the first epoch whose test accuracy
-reaches the target. Test scoring and the torch.compile warm-up are never counted; the
-compile time gets its own line. Imports torch and numpy only (no MLflow, no Optuna), so
+reaches the target. Test scoring and the warm-up are never counted: the torch.compile
+warm-up, or on a GPU the first passes over each batch shape (cuDNN autotuning, CUDA module
+loading: 3.5 s of the first epoch on an H200); each gets its own line. Imports torch and numpy only (no MLflow, no Optuna), so
 it runs as it is on a GPU machine without them.
 """
 
@@ -58,8 +59,8 @@ class Recipe:
         return jobs[0].settings
 
 
-# CPU: profiles/quick.toml's fastnet row; GPU: profiles/gpu.toml's (unmeasured: no GPU
-# was available when it was written; the profile says so).
+# CPU: profiles/quick.toml's fastnet row; GPU: profiles/gpu.toml's (measured on an H200,
+# docs/gpu.md).
 RECIPES = {"cpu": Recipe("quick", (0.92, 0.93)), "cuda": Recipe("gpu", (0.94, 0.95))}
 
 
@@ -88,6 +89,7 @@ class Outcome:
     n_params: int
     compile: bool
     compile_time_s: float
+    warmup_time_s: float  # compile, or a GPU's first passes: never in the curve's seconds
     precision: str  # of the training passes: bf16 or fp32 (scoring is always fp32)
     curve: Curve
     final_test_accuracy: float  # the model the Trainer returns (best val epoch)
@@ -170,6 +172,7 @@ def run(
         n_params=models.count_parameters(model),
         compile=compile_model,
         compile_time_s=result.compile_time_s,
+        warmup_time_s=result.warmup_time_s,
         precision=trainer.precision,
         curve=curve,
         final_test_accuracy=final,
@@ -223,6 +226,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--lr", type=float, default=None, help="peak lr; default: the recipe's")
     parser.add_argument(
+        "--augment",
+        default=None,
+        help="comma-separated augmentations (or none); default: the recipe's",
+    )
+    parser.add_argument(
         "--precision", default=None, help="auto, bf16 or fp32; default: the recipe's (auto)"
     )
     parser.add_argument(
@@ -269,7 +277,7 @@ def recipe_from_args(args: argparse.Namespace, device_kind: str):
         "device": device_kind,
         "compile": args.compile,
     }
-    for name in ("epochs", "batch_size", "lr", "model", "options", "precision"):
+    for name in ("epochs", "batch_size", "lr", "model", "options", "augment", "precision"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if "model" in overrides and overrides["model"] != settings.model and "options" not in overrides:
@@ -303,6 +311,11 @@ def main(args: argparse.Namespace) -> int:
     outcome = run(settings, device, splits, compile_model)
     if outcome.compile:
         print(f"compile_time_s={outcome.compile_time_s:.2f} (not counted in seconds)")
+    elif outcome.warmup_time_s:
+        print(
+            f"warmup_time_s={outcome.warmup_time_s:.2f} (the GPU's first passes: cuDNN"
+            " autotuning, CUDA module loading; not counted in seconds)"
+        )
     for line in result_lines(outcome, targets):
         print(line)
     print(f"# wall {time.perf_counter() - started:.1f} s in all (with test scoring, compile)")

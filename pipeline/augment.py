@@ -4,7 +4,8 @@ Every transform works on a whole (B, 1, 28, 28) float32 batch of RAW pixels (0..
 model normalises later) with one kernel per step: no per-sample Python loop, no PIL, no
 host round trip. The random affine transforms (rotate, shift, zoom, shear) are composed
 into one matrix per image and applied with a single `F.affine_grid` + `F.grid_sample`
-call. All randomness comes from one `torch.Generator` owned by an `Augmenter`, whose state
+call; `erase` then blanks one random rectangle per image (random erasing / Cutout), a
+masked fill. All randomness comes from one `torch.Generator` owned by an `Augmenter`, whose state
 is saved with checkpoints so a resumed run continues the same random stream.
 
 Conventions (pinned by tests/test_augment.py): pixel (0, 0) is top left, x points right
@@ -15,6 +16,8 @@ are symmetric, so their sign only matters to someone calling `affine_theta` dire
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Mapping
 
 import torch
@@ -30,7 +33,15 @@ DEFAULT_MAGNITUDES = {
     "shift": 0.1,  # fraction of width/height, offset drawn uniformly in [-0.1, 0.1]
     "zoom": 0.1,  # scale drawn uniformly in [1 - 0.1, 1 + 0.1], same for x and y
     "shear": 10.0,  # degrees of horizontal shear, drawn uniformly in [-10, 10]
+    # Random erasing (Zhong et al. 2017, who report it on Fashion-MNIST too): the share of
+    # images that get one rectangle set to 0 (the background), covering ERASE_AREA of the
+    # image with an aspect ratio in ERASE_ASPECT. Zero fill rather than noise: on these
+    # images 0 is the background, so an erased patch looks like a hidden part of the item.
+    "erase": 0.5,
 }
+ERASE_AREA = (0.02, 0.25)  # share of the image
+ERASE_ASPECT = (0.3, 3.3)  # height / width, drawn log-uniformly
+AFFINE = tuple(name for name in AUGMENTATIONS if name != "erase")  # one grid_sample
 
 
 def hflip(x: Tensor, generator: torch.Generator, p: float = 0.5) -> Tensor:
@@ -58,10 +69,18 @@ def affine_theta(
     m_inv = shear_inv @ rot_inv / scale[:, None, None]  # (B, 2, 2), pixel units
     # With align_corners=False a normalised unit is half the image: one pixel = 2 / W, so
     # conjugating by diag(W/2, H/2) keeps rotations round on non-square images too.
-    half = torch.tensor([width / 2, height / 2], device=m_inv.device, dtype=m_inv.dtype)
+    half = _constant((width / 2, height / 2), m_inv.device, m_inv.dtype)
     linear = m_inv * (half[None, :] / half[:, None])  # (B, 2, 2), normalised units
     offset = -(m_inv @ shift_px.to(m_inv)[..., None]).squeeze(-1) / half  # (B, 2)
     return torch.cat([linear, offset[..., None]], -1)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A small constant tensor on the device, made once: `torch.tensor(..., device=cuda)`
+    copies from the host and waits for the GPU, and once per training step that stalled
+    the whole queue twice a step (the first GPU run, docs/gpu.md)."""
+    return torch.tensor(values, device=device, dtype=dtype)
 
 
 def warp(x: Tensor, theta: Tensor) -> Tensor:
@@ -95,7 +114,7 @@ def random_affine(
     Ranges are in the units of DEFAULT_MAGNITUDES. x: (B, 1, H, W) float32, raw 0..255.
     """
     b, _, h, w = x.shape
-    size = torch.tensor([w, h], device=generator.device, dtype=torch.float32)
+    size = _constant((w, h), generator.device, torch.float32)
     theta = affine_theta(
         angle_deg=_symmetric(generator, (b,), rotate),
         shift_px=_symmetric(generator, (b, 2), shift) * size,
@@ -107,8 +126,37 @@ def random_affine(
     return warp(x, theta.to(x.dtype))
 
 
+def random_erase(x: Tensor, generator: torch.Generator, p: float = 0.5) -> Tensor:
+    """With probability `p` per image, set one random rectangle to 0 (see ERASE_AREA).
+
+    x: (B, 1, H, W) float32. One mask for the whole batch, no per-image loop.
+    """
+    b, _, h, w = x.shape
+
+    def uniform(low: float, high: float) -> Tensor:  # (B,) draws in [low, high)
+        return low + (high - low) * torch.rand(b, generator=generator, device=generator.device)
+
+    area = uniform(*ERASE_AREA) * (h * w)
+    aspect = uniform(*(math.log(a) for a in ERASE_ASPECT)).exp()
+    height = (area * aspect).sqrt().round().clamp(1, h)  # (B,) rectangle sides in pixels
+    width = (area / aspect).sqrt().round().clamp(1, w)
+    top = (uniform(0, 1) * (h - height + 1)).floor()  # (B,) every placement equally likely
+    left = (uniform(0, 1) * (w - width + 1)).floor()
+    erase = uniform(0, 1) < p  # (B,)
+    rows = torch.arange(h, device=generator.device)[None, :, None]  # (1, H, 1)
+    cols = torch.arange(w, device=generator.device)[None, None, :]  # (1, 1, W)
+    inside = (
+        (rows >= top[:, None, None])
+        & (rows < (top + height)[:, None, None])
+        & (cols >= left[:, None, None])
+        & (cols < (left + width)[:, None, None])
+    )  # (B, H, W)
+    return x.masked_fill((inside & erase[:, None, None])[:, None], 0.0)
+
+
 class Augmenter:
-    """The training-batch augmentation: optional flip, then the enabled affine transforms.
+    """The training-batch augmentation: optional flip, the enabled affine transforms, then
+    random erasing.
 
     Owns its generator so checkpoints can save and restore the random stream.
     """
@@ -126,8 +174,11 @@ class Augmenter:
         """Augment one (B, 1, 28, 28) float32 batch on the generator's device."""
         if self.flip:
             x = hflip(x, self.generator)
-        if any(self.magnitudes.values()):
-            x = random_affine(x, self.generator, **self.magnitudes)
+        affine = {name: self.magnitudes[name] for name in AFFINE}
+        if any(affine.values()):
+            x = random_affine(x, self.generator, **affine)
+        if self.magnitudes["erase"]:
+            x = random_erase(x, self.generator, self.magnitudes["erase"])
         return x
 
     def state_dict(self) -> dict[str, Tensor | int]:

@@ -147,7 +147,7 @@ TORCH_ONLY = (
 )
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LOSSES = ("ce", "nll", "mse")
-AUGMENTATIONS = ("rotate", "shift", "zoom", "shear")
+AUGMENTATIONS = ("rotate", "shift", "zoom", "shear", "erase")
 SCHEDULES = ("none", "cosine", "onecycle", "linear")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 COMPILE_MODES = ("auto", "true", "false")

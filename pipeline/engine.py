@@ -230,6 +230,7 @@ class FitResult:
     stopped_early: bool
     train_time_s: float  # training + validation of every epoch; never compilation
     compile_time_s: float = 0.0  # the torch.compile warm-up; 0.0 when not compiled
+    warmup_time_s: float = 0.0  # the whole warm-up (compile, or a GPU's first passes); 0 on CPU
 
 
 @dataclass
@@ -254,8 +255,11 @@ class Trainer:
         # What runs the forward passes. self.model stays the plain module, so checkpoints
         # and state_dicts never carry torch.compile's `_orig_mod.` prefixes.
         self.runner: nn.Module = compiled(self.model) if self.compile else self.model
-        self.compile_time_s = 0.0
-        self._warm = not self.compile
+        self.warmup_time_s = 0.0
+        # On a GPU the first pass over each batch shape is slow even without compiling:
+        # cuDNN tries its kernels (cudnn.benchmark) and CUDA loads its modules. On the H200
+        # that made the first epoch about 3.5 s longer than the others (docs/gpu.md).
+        self._warm = not (self.compile or self.device.type == "cuda")
         if getattr(self.model, "tta", False) and not self.cfg.flip:
             # measured: fastnet trained without flips scored 88.8% validation with flip
             # TTA against 94.1% without it (docs/fastnet_search.md, trial D7)
@@ -279,12 +283,14 @@ class Trainer:
 
     # -- compilation --
     def warm_up(self) -> float:
-        """Compile every graph the run will need before any timing starts; returns seconds.
+        """Compile every graph the run will need (and on a GPU, let cuDNN pick its kernels
+        for every batch shape) before any timing starts; returns seconds.
 
         Forward + backward of a full training batch (and of the last, smaller one), with
         the gradients thrown away and no optimizer step, then eval-mode forwards of the
-        validation batch sizes (switching to eval recompiles). The BatchNorm statistics and
-        the global RNG are restored afterwards, so the warm-up leaves no trace in training.
+        validation batch sizes (switching to eval recompiles). The BatchNorm statistics,
+        the global RNG and the augmenter's stream are restored afterwards, so the warm-up
+        leaves no trace in training.
         """
         if self._warm:
             return 0.0
@@ -292,9 +298,11 @@ class Trainer:
         saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        augmenter_state = self.augmenter.state_dict()
         self.runner.train()
         for size in _batch_sizes(len(self.train), self.cfg.batch_size):
-            x = to_input(self.train.images[:size], self.channels_last)  # (size, 1, 28, 28)
+            # (size, 1, 28, 28), through the augmenter as in training
+            x = self.augmenter(to_input(self.train.images[:size], self.channels_last))
             with autocast(self.device, self.precision):
                 logits = self.runner(x)
             self.loss_fn(logits.float(), self.train.labels[:size]).backward()
@@ -302,18 +310,24 @@ class Trainer:
         for size in _batch_sizes(len(self.val), EVAL_BATCH):
             predict_logits(self.runner, self.val.images[:size], self.channels_last)
         self.model.load_state_dict(saved)
+        self.augmenter.load_state_dict(augmenter_state)
         torch.set_rng_state(rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state(cuda_rng, self.device)
             torch.cuda.synchronize(self.device)
         self._warm = True
-        self.compile_time_s = time.perf_counter() - started
-        return self.compile_time_s
+        self.warmup_time_s = time.perf_counter() - started
+        return self.warmup_time_s
+
+    @property
+    def compile_time_s(self) -> float:
+        """The warm-up when it compiled (the `compile_time_s` metric); 0.0 in eager mode."""
+        return self.warmup_time_s if self.compile else 0.0
 
     # -- one epoch --
     def train_epoch(self) -> tuple[float, float, float]:
         """(mean training loss, training accuracy, images per second) of one epoch."""
-        self.warm_up()  # no-op unless compiling; never inside the timed epoch
+        self.warm_up()  # a no-op after the first call; never inside the timed epoch
         self.runner.train()
         n, bs = len(self.train), self.cfg.batch_size
         perm = torch.randperm(n, generator=self.order).to(self.device)
@@ -359,7 +373,7 @@ class Trainer:
     # -- the loop --
     def fit(self) -> FitResult:
         cfg, state = self.cfg, self.state
-        self.warm_up()  # compile first (a no-op when not compiling): never on the epoch clock
+        self.warm_up()  # compile / GPU warm-up first (else a no-op): never on the epoch clock
         while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
             began = time.perf_counter()
             train_loss, train_acc, ips = self.train_epoch()
@@ -391,6 +405,7 @@ class Trainer:
             state.epoch < cfg.epochs,
             state.train_time_s,
             self.compile_time_s,
+            self.warmup_time_s,
         )
 
     def _record(self, metrics: dict[str, float]) -> None:
@@ -496,8 +511,18 @@ COMPILE_TABLE: dict[str, dict[str, dict]] = {
         "mini_resnet": {"compile_s": 25.9, "speedup": 0.92, "verdict": "eager"},
         "fastnet": {"compile_s": 31.4, "speedup": 0.89, "verdict": "eager"},
     },
-    # no GPU and no Apple machine were available when the table was filled
-    "cuda": {name: {"verdict": "unmeasured"} for name in _MEASURED},
+    # cuda: measured 2026-11-30 on one NVIDIA H200 (torch 2.11.0+cu130, Python 3.12) with
+    # `python bench/bench_train.py --device cuda --compile --mlflow-overhead none --images
+    # 12800` (docs/gpu.md): batch 128, SGD, bf16, median of 5. Every model ran SLOWER
+    # compiled: at these sizes a step is bound by launching kernels from Python, and the
+    # default inductor mode does not remove that cost.
+    "cuda": {
+        "lenet5": {"compile_s": 16.5, "speedup": 0.95, "verdict": "eager"},
+        "cnn2": {"compile_s": 11.5, "speedup": 0.94, "verdict": "eager"},
+        "mini_resnet": {"compile_s": 10.5, "speedup": 0.97, "verdict": "eager"},
+        "fastnet": {"compile_s": 10.4, "speedup": 0.80, "verdict": "eager"},
+    },
+    # no Apple machine was available when the table was filled
     "mps": {name: {"verdict": "unmeasured"} for name in _MEASURED},
 }
 

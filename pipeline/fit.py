@@ -172,6 +172,8 @@ def fit_torch(job: Job, run_id: str, hook: EpochHook | None, log_model: bool) ->
         "n_params": models.count_parameters(model),
         "train_time_s": result.train_time_s,
         "compile_time_s": result.compile_time_s,
+        # a GPU's untimed first passes (or the compile): not in train_time_s, never hidden
+        "warmup_time_s": result.warmup_time_s,
         "stopped_early": int(result.stopped_early),
     }
     tracking.log_metrics(run_id, summary)

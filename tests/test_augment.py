@@ -8,11 +8,15 @@ import pytest
 import torch
 
 from pipeline.augment import (
+    AFFINE,
     DEFAULT_MAGNITUDES,
+    ERASE_AREA,
+    ERASE_ASPECT,
     affine_theta,
     hflip,
     make_augmenter,
     random_affine,
+    random_erase,
     warp,
 )
 from pipeline.config import AUGMENTATIONS
@@ -64,7 +68,7 @@ def test_hflip_extremes():
     assert torch.equal(hflip(x, torch.Generator().manual_seed(0), p=1.0), x.flip(-1))
 
 
-@pytest.mark.parametrize("name", AUGMENTATIONS)
+@pytest.mark.parametrize("name", AFFINE)
 def test_each_affine_keeps_format_changes_images_and_follows_the_seed(name):
     x = _batch()
     y = make_augmenter(False, (name,), seed=3, device="cpu")(x)
@@ -116,6 +120,33 @@ def test_zoom_above_one_enlarges():
     x[..., 10:18, 10:18] = 255.0  # an 8 x 8 square around the centre
     y = warp(x, _pure_transform(scale=1.5))
     assert (y > 127.5).sum().item() == 12 * 12
+
+
+def test_erase_blanks_one_rectangle_of_the_stated_size_in_about_p_of_the_images():
+    x = _batch(n=2000) + 1.0  # no zero pixel before erasing
+    y = random_erase(x, torch.Generator().manual_seed(0), p=0.5)
+    erased = y == 0  # (B, 1, 28, 28)
+    hit = erased.flatten(1).any(1)
+    assert 0.45 < hit.float().mean() < 0.55
+    assert torch.equal(y[~erased], x[~erased])  # nothing else changes
+    for mask in erased[hit][:200, 0]:
+        rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
+        height = int(rows.max() - rows.min() + 1)
+        width = int(cols.max() - cols.min() + 1)
+        assert mask.sum() == height * width  # one solid rectangle
+        # sides are rounded (and clamped to the image), so allow a pixel either way
+        assert (height - 1) * (width - 1) <= ERASE_AREA[1] * 28 * 28
+        assert (height + 1) * (width + 1) >= ERASE_AREA[0] * 28 * 28
+        assert height / (width + 1) <= ERASE_ASPECT[1] and (height + 1) / width >= ERASE_ASPECT[0]
+
+
+def test_erase_through_the_augmenter_follows_the_seed():
+    x = _batch() + 1.0  # no zero pixel before erasing
+    a = make_augmenter(False, ("erase",), seed=3, device="cpu")(x)
+    b = make_augmenter(False, ("erase",), seed=3, device="cpu")(x)
+    c = make_augmenter(False, ("erase",), seed=4, device="cpu")(x)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.eq(0).any() and torch.equal(a[a != 0], x[a != 0])
 
 
 def test_state_dict_round_trip_continues_the_stream():

@@ -342,6 +342,8 @@ def test_train_through_mlflow_run(model, params, real_prepared, tmp_path, stores
     assert set(run.data.metrics) >= CONTRACT_EPOCH_KEYS | CONTRACT_END_KEYS
     if model == "lenet5":
         assert run.data.metrics["n_params"] == 136_586 and "lr" in run.data.metrics
+        # a CPU needs no warm-up, and an eager run compiles nothing
+        assert run.data.metrics["warmup_time_s"] == run.data.metrics["compile_time_s"] == 0.0
         artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
         assert {"config.json", "learning_curves.png", "model_summary.txt"} <= artifacts
     split = data.load_split(data.find_cache(run.data.tags["dataset.digest"]), "val")
@@ -394,6 +396,24 @@ def test_compiled_trainer_fits_and_keeps_plain_state_dict_keys(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_the_eager_warm_up_a_gpu_gets_leaves_no_trace_in_training():
+    # On CUDA an eager Trainer warms up (cuDNN autotuning) before its first timed epoch.
+    # Forced here on the CPU: with the warm-up or without, training must be the same, so
+    # the warm-up restores the weights, BatchNorm statistics, RNGs and augmenter stream.
+    cfg = replace(BASE, epochs=1, augment=("shift", "erase"))
+    plain = trainer(cfg)
+    a = plain.fit()
+    warmed = trainer(cfg)  # seeds the global RNG afresh, as the first did
+    warmed._warm = False  # what a CUDA device sets
+    assert warmed.warm_up() > 0 and warmed.compile_time_s == 0.0
+    b = warmed.fit()
+    assert b.warmup_time_s > 0 and a.warmup_time_s == 0.0 and b.compile_time_s == 0.0
+    assert a.history["train_loss"] == b.history["train_loss"]
+    assert all(
+        torch.equal(v, warmed.model.state_dict()[k]) for k, v in plain.model.state_dict().items()
+    )
+
+
 def test_uncompiled_trainer_reports_no_compile_time():
     result = trainer(replace(BASE, epochs=1)).fit()
     assert result.compile_time_s == 0.0
@@ -405,7 +425,8 @@ def test_uncompiled_trainer_reports_no_compile_time():
         (True, "cpu", "cnn2", True),
         ("false", "cpu", "fastnet", False),
         ("true", "cuda", "lenet5", True),
-        ("auto", "cuda", "fastnet", False),  # never measured on a GPU: no compile
+        ("auto", "cuda", "fastnet", False),  # measured on an H200: slower compiled
+        ("auto", "mps", "fastnet", False),  # never measured on MPS: no compile
         ("auto", "cpu", "no_such_model", False),
     ],
 )
@@ -418,7 +439,9 @@ def test_resolve_compile_follows_the_table():
         for name, entry in table.items():
             want = entry["verdict"] == "compile"
             assert engine.resolve_compile("auto", torch.device(kind), name) is want
-    assert engine.compile_verdict("cuda", "fastnet") == "unmeasured"
+    assert engine.compile_verdict("cuda", "fastnet") == "eager"
+    assert engine.compile_verdict("mps", "fastnet") == "unmeasured"
+    assert engine.compile_verdict("cuda", "no_such_model") == "unmeasured"
     with pytest.raises(ValueError, match="auto, true or false"):
         engine.resolve_compile("sometimes", torch.device("cpu"), "cnn2")
 
