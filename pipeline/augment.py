@@ -39,7 +39,7 @@ DEFAULT_MAGNITUDES = {
     # images 0 is the background, so an erased patch looks like a hidden part of the item.
     "erase": 0.5,
 }
-ERASE_AREA = (0.02, 0.25)  # share of the image
+ERASE_AREA = (0.02, 0.25)  # share of the image (before the sides are rounded)
 ERASE_ASPECT = (0.3, 3.3)  # height / width, drawn log-uniformly
 AFFINE = tuple(name for name in AUGMENTATIONS if name != "erase")  # one grid_sample
 
@@ -78,8 +78,9 @@ def affine_theta(
 @functools.lru_cache(maxsize=64)
 def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
     """A small constant tensor on the device, made once: `torch.tensor(..., device=cuda)`
-    copies from the host and waits for the GPU, and once per training step that stalled
-    the whole queue twice a step (the first GPU run, docs/gpu.md)."""
+    copies from the host and waits for the GPU to catch up, twice a training step before.
+    (On the H200 that made no measurable difference, since a step there is bound by its
+    kernel launches either way; docs/gpu.md.)"""
     return torch.tensor(values, device=device, dtype=dtype)
 
 

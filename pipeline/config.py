@@ -366,7 +366,9 @@ class TrainSettings(Settings):
     )
     flip: bool = setting(False, v.Bool(), "random horizontal flips, p=0.5")
     augment: tuple = setting(
-        (), v.Subset(AUGMENTATIONS), "batched random affine augmentation on the device"
+        (),
+        v.Subset(AUGMENTATIONS),
+        "batched random augmentation on the device: affine transforms, erasing",
     )
     schedule: str = setting(
         "none",

@@ -230,7 +230,8 @@ class FitResult:
     stopped_early: bool
     train_time_s: float  # training + validation of every epoch; never compilation
     compile_time_s: float = 0.0  # the torch.compile warm-up; 0.0 when not compiled
-    warmup_time_s: float = 0.0  # the whole warm-up (compile, or a GPU's first passes); 0 on CPU
+    # the whole warm-up: the compile, or a GPU's first passes; 0.0 for an eager CPU run
+    warmup_time_s: float = 0.0
 
 
 @dataclass
@@ -489,7 +490,7 @@ def compiled(model: nn.Module) -> nn.Module:
 # Does torch.compile pay for itself? (device kind -> model name -> measurement.) "verdict"
 # is what compile="auto" does: "compile" only where the measured steady-state gain wins back
 # the compile time within a typical run; "eager" where it does not. Combinations never
-# measured (a GPU, MPS, any model not listed) mean no compile: compile_verdict() reports
+# measured (MPS, any model not listed) mean no compile: compile_verdict() reports
 # them as "unmeasured".
 #
 # cpu: measured 2026-11-30 on the project's 2-core AMD EPYC VM (AVX-512), torch 2.14.1,
