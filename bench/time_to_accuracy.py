@@ -22,8 +22,9 @@ mode, fp32, the model's own test-time augmentation, the plain (uncompiled) modul
 and its validation pass) summed up to the end of the first epoch whose test accuracy
 reaches the target. Test scoring and the warm-up are never counted: the torch.compile
 warm-up, or on a GPU the first passes over each batch shape (cuDNN autotuning, CUDA module
-loading: 3.5 s of the first epoch on an H200); each gets its own line. Imports torch and numpy only (no MLflow, no Optuna), so
-it runs as it is on a GPU machine without them.
+loading: 3.5 s of the first epoch on an H200); each gets its own line. Imports torch and
+numpy only (no MLflow, no Optuna; scikit-learn only to prepare the split when no cache
+exists yet), so it runs as it is on a GPU machine without them.
 """
 
 from __future__ import annotations

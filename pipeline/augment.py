@@ -5,8 +5,8 @@ model normalises later) with one kernel per step: no per-sample Python loop, no 
 host round trip. The random affine transforms (rotate, shift, zoom, shear) are composed
 into one matrix per image and applied with a single `F.affine_grid` + `F.grid_sample`
 call; `erase` then blanks one random rectangle per image (random erasing / Cutout), a
-masked fill. All randomness comes from one `torch.Generator` owned by an `Augmenter`, whose state
-is saved with checkpoints so a resumed run continues the same random stream.
+masked fill. All randomness comes from one `torch.Generator` owned by an `Augmenter`,
+whose state is saved with checkpoints so a resumed run continues the same random stream.
 
 Conventions (pinned by tests/test_augment.py): pixel (0, 0) is top left, x points right
 and y points down; a positive shift moves content right/down; a positive angle turns
@@ -166,7 +166,9 @@ class Augmenter:
         self, flip: bool, magnitudes: Mapping[str, float], seed: int, device: torch.device | str
     ) -> None:
         self.flip = flip
-        self.magnitudes = {name: float(magnitudes.get(name, 0.0)) for name in AUGMENTATIONS}
+        # split once here, not on every training batch: one grid_sample, then the mask
+        self.affine = {name: float(magnitudes.get(name, 0.0)) for name in AFFINE}
+        self.erase = float(magnitudes.get("erase", 0.0))  # share of images erased
         self.seed = seed
         # A CUDA generator for CUDA batches: draws happen on the device, no host sync.
         self.generator = torch.Generator(device=torch.device(device)).manual_seed(seed)
@@ -175,11 +177,10 @@ class Augmenter:
         """Augment one (B, 1, 28, 28) float32 batch on the generator's device."""
         if self.flip:
             x = hflip(x, self.generator)
-        affine = {name: self.magnitudes[name] for name in AFFINE}
-        if any(affine.values()):
-            x = random_affine(x, self.generator, **affine)
-        if self.magnitudes["erase"]:
-            x = random_erase(x, self.generator, self.magnitudes["erase"])
+        if any(self.affine.values()):
+            x = random_affine(x, self.generator, **self.affine)
+        if self.erase:
+            x = random_erase(x, self.generator, self.erase)
         return x
 
     def state_dict(self) -> dict[str, Tensor | int]:

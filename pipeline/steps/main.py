@@ -29,7 +29,9 @@ def show(compare_run: str, experiment: str, main_run: str) -> None:
     )
     dashboard = "`make dashboard`"
     storages = {r.data.tags["optuna.storage"] for r in studies if "optuna.storage" in r.data.tags}
-    if storages - {f"sqlite:///{config.ROOT / 'mlruns' / 'optuna.db'}"}:  # not the Makefile's
+    # the Makefile's STORAGE when FMB_MLRUNS_DIR is not set: else name the storage, so the
+    # command also works from a shell without it
+    if storages - {f"sqlite:///{config.ROOT / 'mlruns' / 'optuna.db'}"}:
         args = sorted(s.removeprefix("journal:") for s in storages)  # optuna-dashboard's form
         dashboard = " or ".join(f"`make dashboard STORAGE={a}`" for a in args)
     print(
