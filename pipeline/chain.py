@@ -144,11 +144,19 @@ def study_workers(chain: Chain, job: profiles.Job) -> list[profiles.Job]:
     return [job.with_params(final=False)] * chain.executor.workers
 
 
+def concluded(run) -> bool:
+    """A tune run `main` may reuse: its study was complete, and its best configuration was
+    retrained (tune.final_run_ids) unless it ran with final=false."""
+    tags = run.data.tags
+    retrained = run.data.params.get("final") == "false" or bool(tags.get("tune.final_run_ids"))
+    return tags.get("tune.complete") == "true" and retrained
+
+
 def tune_all(chain: Chain, jobs: list[profiles.Job]) -> list[str]:
     """Every study's retrained runs (to evaluate)."""
     final = []
     for job, workers in ((job, study_workers(chain, job)) for job in jobs):
-        ids = chain.run_all(workers)
+        ids = chain.run_all(workers, usable=concluded)
         if len(workers) > 1 and all(ids):  # the study is complete: retrain its best once
             ids = chain.run_all([job], reuse=False)
         for run_id in ids:

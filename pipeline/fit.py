@@ -98,7 +98,6 @@ def run(
     step: str = "train",
     name: str | None = None,
     run_id: str | None = None,
-    parent_id: str | None = None,
     hook: EpochHook | None = None,
     tags: dict[str, str] | None = None,
     finished_on: tuple[type[BaseException], ...] = (),
@@ -116,7 +115,6 @@ def run(
             config=s.to_dict(),
             tags={**identity.run_tags(s, job.manifest), **(tags or {})},
             run_id=run_id,
-            parent_id=parent_id,
             system_metrics=step == "train",
             finished_on=finished_on,
         ) as rid:

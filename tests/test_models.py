@@ -205,6 +205,17 @@ def test_dropout_override(name: str) -> None:
     assert set(dropout_rates(build_model(name, dropout=0.0))) == {0.0}
 
 
+@pytest.mark.parametrize("name", config.TORCH_MODEL_NAMES)
+def test_default_dropout_is_the_rate_that_builds_the_default_model(name: str) -> None:
+    """tune's first trial (space=wide searches dropout) starts from this rate."""
+    from pipeline.models import default_dropout
+
+    rate = default_dropout(name)
+    assert rate == max(dropout_rates(build_model(name)))
+    assert repr(build_model(name, dropout=rate)) == repr(build_model(name))
+    assert default_dropout("cnn3") == 0.5 and default_dropout("lenet5") == 0.0
+
+
 def test_dropout_schedules() -> None:
     assert dropout_rates(build_model("cnn3")) == pytest.approx([0.2, 0.3, 0.4, 0.5])
     assert dropout_rates(build_model("cnn3", dropout=0.25)) == pytest.approx([0.1, 0.15, 0.2, 0.25])

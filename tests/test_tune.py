@@ -213,6 +213,34 @@ def test_rerun_resumes_up_to_the_cap(main_study, env):
     check_trial_runs(env, study)
 
 
+def test_a_later_worker_retrains_under_the_finished_parent(main_study, env):
+    """Another final_epochs retrains the best trial, from a run that is not the study's
+    parent (which finished long ago): MLflow starts nested runs only under the active run,
+    so this crashed with a traceback before the retrain run was made as a child first."""
+    name, study, _ = main_study
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    args = ["--epochs", "2", "--n_trials", "6", "--pruner", "odd_trials", "--final_seeds", "1"]
+    again = run_step(["tune", *TINY, *args, "--final_epochs", "2"], env)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "retrained already" not in again.stderr
+    own = json.loads(again.stdout.strip().splitlines()[-1])["run_id"]
+    tags = client(env).get_run(own).data.tags
+    (retrain,) = tags["tune.final_run_ids"].split(",")  # on the worker's own run, for main
+    assert client(env).get_run(parent).data.tags["tune.final_run_ids"] == retrain
+    assert tags["tune.role"] == "worker" and tags["tune.complete"] == "true"
+    run = client(env).get_run(retrain)
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.params["epochs"] == "2" and run.data.tags["evaluated"] == "true"
+    counted = len(finished(load_study(name, default_storage(env))))  # 7 after the test above
+    assert run.data.tags["pipeline.step"] == "train" and run.data.tags["tune.n_trials"] == str(
+        counted
+    )
+    wide = run_step(["tune", *TINY, *args, "--study_name", name, "--space", "wide"], env)
+    lines = wide.stderr.strip().splitlines()
+    assert wide.returncode != 0 and len(lines) == 1, wide.stderr[-4000:]
+    assert lines[0].startswith("error:") and "space=base (here wide)" in lines[0]
+
+
 # --- 3: parallel workers ----------------------------------------------------------------
 
 
@@ -390,9 +418,10 @@ def test_search_never_opens_the_test_split_and_failed_trials_end_failed(env, mon
     monkeypatch.setattr(np, "load", guarded_load)
     monkeypatch.setattr(fit, "run", run_failing_trial_2)
     argv = [*TINY, "--epochs", "1", "--n_trials", "3", "--pruner", "odd_trials", "--final", "false"]
-    study.tune(cli.parse("tune", [*argv, "--study_name", "in-process"]))
+    result = study.tune(cli.parse("tune", [*argv, "--study_name", "in-process"]))
     found = load_study("in-process", default_storage(env))
     assert [t.state.name for t in found.trials] == ["COMPLETE", "PRUNED", "FAIL"]
+    assert result["n_trials"] == 2  # finished ones: a failed trial never counts
     runs = check_trial_runs(env, found)
     for trial in found.trials:
         run = runs[trial.user_attrs["mlflow_run_id"]]
@@ -519,5 +548,67 @@ def test_an_auto_study_name_tells_studies_of_other_settings_apart():
     assert base.startswith("mlp-base-e1-s300-abababab-") and base == name()  # a rerun resumes
     others = [name("--batch_size", "128"), name("--pruner", "hyperband"), name("--lr_max", "0.1")]
     assert len({base, *others}) == 4
-    assert name("--seed", "7", "--n_trials", "50", "--final", "false") == base  # not the study
+    assert name("--n_trials", "50", "--final", "false", "--final_epochs", "3") == base
+    assert name("--seed", "7") != base  # every trial trains with the seed: another study
     assert name("--study_name", "mine") == "mine"
+
+
+def test_a_study_is_joined_only_with_the_settings_that_created_it():
+    from types import SimpleNamespace
+
+    from pipeline import cli
+    from pipeline.errors import UserError
+    from pipeline.study import search
+
+    def decided(*argv: str) -> dict:
+        return search.decided_by(cli.parse("tune", [*TINY, *argv]), "ab" * 32)
+
+    study = SimpleNamespace(study_name="mine", user_attrs={search.SETTINGS_ATTR: decided()})
+    search.check_joinable(study, decided("--n_trials", "40"))  # a raised cap: the same study
+    with pytest.raises(UserError, match=r"seed=42 \(here 7\), space=base \(here wide\)"):
+        search.check_joinable(study, decided("--seed", "7", "--space", "wide"))
+    search.check_joinable(SimpleNamespace(study_name="old", user_attrs={}), decided())
+
+
+def test_the_first_trial_is_the_base_configuration_in_every_space():
+    """space=wide searches dropout, batch size and augmentation: the enqueued first trial
+    takes the model's own dropout, and a base value outside the choices joins them."""
+    from pipeline import cli
+    from pipeline.study import space
+
+    wide = cli.parse("tune", ["--model", "mlp", "--space", "wide"])
+    first = space.defaults(wide)
+    assert first == {
+        "lr": 1e-3,
+        "optimizer": "adam",
+        "loss": "ce",
+        "flip": False,
+        "weight_decay": 1e-6,  # 0 clamped into the log range
+        "batch_size": 128,
+        "augment": "none",
+        "dropout": 0.2,  # mlp's own
+    }
+    odd = ["--model", "cnn3", "--space", "wide", "--augment", "rotate", "--batch_size", "32"]
+    odd = cli.parse("tune", odd)
+    described = space.describe(odd)
+    assert described["augment"]["choices"][-1] == "rotate"
+    assert described["batch_size"]["choices"] == [64, 128, 256, 32]
+    first = space.defaults(odd)
+    assert (first["augment"], first["batch_size"], first["dropout"]) == ("rotate", 32, 0.5)
+    trial = space.trial_settings(odd.base, first)
+    assert trial.augment == ("rotate",) and trial.batch_size == 32
+
+
+def test_main_reuses_a_tune_run_only_once_its_study_is_concluded():
+    from types import SimpleNamespace
+
+    from pipeline.chain import concluded
+
+    def run(final: str, **tags: str):
+        return SimpleNamespace(data=SimpleNamespace(params={"final": final}, tags=tags))
+
+    assert concluded(run("true", **{"tune.complete": "true", "tune.final_run_ids": "a,b"}))
+    assert concluded(run("false", **{"tune.complete": "true"}))
+    assert not concluded(run("true", **{"tune.complete": "true"}))  # the retrain failed
+    assert not concluded(run("false", **{"tune.complete": "false"}))  # trials left to run
+    assert not concluded(run("true", **{"tune.final_run_ids": "a"}))  # an older version's

@@ -121,6 +121,15 @@ def build_model(name: str, dropout: float | None = None, **options: Any) -> nn.M
     return spec.builder(dropout=dropout, **options)
 
 
+def default_dropout(name: str, **options: Any) -> float:
+    """The rate `dropout=None` stands for: the largest dropout rate of the model built with
+    it. Each builder declares its own default; passing this rate builds the same model
+    (nets with several rates scale them so the largest is the given one, layers.scaled_rates),
+    so a search can start from it."""
+    model = build_model(name, **options)
+    return max((m.p for m in model.modules() if isinstance(m, nn.Dropout)), default=0.0)
+
+
 def build_baseline(name: str, seed: int, **options: Any) -> Any:
     """An unfitted scikit-learn Pipeline taking (N, 1, 28, 28) raw pixels, seeded by seed."""
     spec = get_spec(name)

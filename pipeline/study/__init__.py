@@ -46,7 +46,7 @@ def open_checked(settings: TuneSettings):
     job = fit.prepare(settings.base)  # a bad device or option fails once here, not per trial
     digest = job.manifest["digest"]
     name = search.study_name(settings, digest)
-    study, created = search.open_study(name, opened, settings)
+    study, created = search.open_study(name, opened, settings, digest)
     return digest, name, study, created, opened.get_study_id_from_name(name)
 
 
@@ -94,12 +94,16 @@ def tune(settings: TuneSettings) -> dict:
         run_tags = child_tags(name, digest, own)
         search.search(study, settings, parent, run_tags)
         outcome = conclude(study, settings, parent, run_tags)
+        # `main` reuses a tune run only when its study was complete (and retrained, unless
+        # final=false): a run that left trials to do is run again, and resumes the study
+        complete = search.counted(study) >= settings.n_trials or bool(settings.timeout)
+        tracking.set_tags(own, {"tune.complete": str(complete).lower()})
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     return {
         "run_id": own,
         "study": name,
         "parent_run_id": parent,
-        "n_trials": len(study.trials),
+        "n_trials": search.counted(study),  # finished (complete or pruned) trials
         "best_val_accuracy": study.best_value if complete else None,
         "seconds": round(time.time() - started, 1),
         "dashboard": f"optuna-dashboard {storage.dashboard_arg(settings.storage)}",

@@ -17,9 +17,9 @@ import numpy as np
 import optuna
 import optuna.visualization.matplotlib as vis
 
-from pipeline import evaluation, fit, identity, tracking
+from pipeline import evaluation, fit, identity, interrupts, tracking
 from pipeline.config import TuneSettings
-from pipeline.study import space
+from pipeline.study import search, space
 
 PLOTS = {
     "optimization_history.png": vis.plot_optimization_history,
@@ -35,11 +35,17 @@ def final_seeds(settings: TuneSettings) -> list[int]:
     return [settings.base.seed + 1 + i for i in range(settings.final_seeds)]
 
 
-def retrained(study) -> list[str] | None:
-    """The retrain runs of the current best trial, when all of them finished evaluated."""
+def retrained(study, settings: TuneSettings) -> list[str] | None:
+    """The retrain runs of the current best trial, when all of them finished evaluated with
+    this command's final_epochs and seeds (another final_epochs or final_seeds retrains)."""
     attrs = study.user_attrs
     ids = attrs.get("final_run_ids") or []
-    if not ids or attrs.get("final_best_trial") != study.best_trial.number:
+    asked = {
+        "final_best_trial": study.best_trial.number,
+        "final_epochs": settings.final_epochs,
+        "final_seeds": final_seeds(settings),
+    }
+    if not ids or any(attrs.get(key) != value for key, value in asked.items()):
         return None
     for run_id in ids:
         try:
@@ -52,13 +58,18 @@ def retrained(study) -> list[str] | None:
 
 
 def retrain_one(settings, seed: int, parent: str, tags: dict[str, str]) -> tuple[str, dict]:
-    """One retrain of the best configuration as a train run under the parent, evaluated."""
+    """One retrain of the best configuration as a train run under the parent, evaluated.
+
+    The run is created as the parent's child first, as a trial's is: the parent may be
+    another process's run (the worker that created the study, finished long ago), and
+    MLflow starts a nested run only under the active one."""
     job = fit.prepare(settings.replace(seed=seed))
-    run_id, summary = fit.run(
-        job, name=identity.train_run_name(job.settings, tuned=True), parent_id=parent, tags=tags
-    )
+    name = identity.train_run_name(job.settings, tuned=True)
+    with interrupts.deferred():  # a signal now would leave the new run RUNNING
+        run_id = tracking.child_run(parent, name, {"pipeline.step": "train", **tags})
+    _, summary = fit.run(job, name=name, run_id=run_id, tags=tags)
     values = evaluation.evaluate(evaluation.check(run_id))
-    return run_id, {"val_accuracy": summary["best_val_accuracy"], **values}
+    return run_id, {"val_accuracy": summary["logged_val_accuracy"], **values}
 
 
 def retrain_best(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict:
@@ -70,12 +81,13 @@ def retrain_best(study, settings: TuneSettings, parent: str, run_tags: dict) -> 
         **run_tags,
         "tune.tuned": "true",
         "tune.best_trial": str(best.number),
-        "tune.n_trials": str(len(study.trials)),
+        "tune.n_trials": str(search.counted(study)),
     }
     runs = [retrain_one(base, seed, parent, tags) for seed in final_seeds(settings)]
     study.set_user_attr("final_run_ids", [run_id for run_id, _ in runs])
     study.set_user_attr("final_best_trial", best.number)
-    tracking.set_tags(parent, {"tune.final_run_ids": ",".join(run_id for run_id, _ in runs)})
+    study.set_user_attr("final_epochs", settings.final_epochs)
+    study.set_user_attr("final_seeds", final_seeds(settings))
     out = {"final_val_accuracy": float(np.mean([v["val_accuracy"] for _, v in runs]))}
     out |= {f"final_{k}": float(np.mean([v[k] for _, v in runs])) for k in FINAL_KEYS}
     return out
@@ -114,19 +126,23 @@ def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict:
     best = study.best_trial
     states = [t.state for t in study.trials]
     result = {
-        "n_trials": len(study.trials),
+        "n_trials": search.counted(study),  # finished ones: failed and surplus trials never count
         "n_pruned": states.count(optuna.trial.TrialState.PRUNED),
         "best_trial_val_accuracy": best.value,
     }
     default = default_trial(study, settings)
     if default is not None:  # the configuration the search started from, for comparison
         result["default_trial_val_accuracy"] = default.value
-    ids = retrained(study)
+    ids = retrained(study, settings)
     if ids:
         print(f"best trial {best.number} was retrained already: runs {ids}", file=sys.stderr)
     else:
         result |= retrain_best(study, settings, parent, run_tags)
         ids = study.user_attrs["final_run_ids"]
+    # on the parent, and on this worker's own run when it is another (`main` reads the
+    # retrain runs to evaluate from the tune run it started)
+    for run_id in dict.fromkeys([parent, run_tags["tune.worker_run_id"]]):
+        tracking.set_tags(run_id, {"tune.final_run_ids": ",".join(ids)})
     metrics = {k: float(v) for k, v in result.items()}
     # best_trial_val_accuracy is a curve over completed trials (search.best_so_far): its
     # final value goes at the best trial's own step, where the curve has it already (a

@@ -29,6 +29,7 @@ from pipeline.study import space
 from pipeline.study.storage import reason
 
 PARENT_ATTR = "mlflow_parent_run_id"
+SETTINGS_ATTR = "settings"  # decided_by() of the tune that created the study
 PARENT_WAIT_S = 30  # how long a joining worker waits for the creator to name the parent run
 COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 AHEAD = (*COUNTED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
@@ -101,24 +102,59 @@ class Surplus(Exception):
     """This trial would take the study past n_trials."""
 
 
+def decided_by(settings: TuneSettings, digest: str) -> dict[str, str]:
+    """What decides a study's trials: the data, the base training settings' key and seed
+    (every trial trains with it, and draws its subset with it), the search space and lr
+    range, the pruner and the sampler. Recorded on the study when it is created (user
+    attribute `settings`) and checked when a tune joins it."""
+    b = settings.base
+    decides = {
+        "data": digest,
+        "config": identity.config_key(b),
+        "seed": b.seed,
+        "space": settings.space,
+        "lr_min": settings.lr_min,
+        "lr_max": settings.lr_max,
+        "pruner": settings.pruner,
+        "sampler": settings.sampler,
+    }
+    return {key: str(value) for key, value in decides.items()}
+
+
 def study_name(settings: TuneSettings, digest: str) -> str:
     """The given name, or one derived from what decides the study: readable (model, space,
-    epochs, subset, data) and a hash of the rest (the base training settings' key, the lr
-    range, pruner and sampler). Without the hash a tune with other settings joined an
-    earlier study and reported its trials; a rerun or a parallel worker of the same
-    command gets the same name, so it resumes or shares the study."""
+    epochs, subset, data) and a hash of all of it (decided_by). Without the hash a tune
+    with other settings joined an earlier study and reported its trials; a rerun or a
+    parallel worker of the same command gets the same name, so it resumes or shares the
+    study."""
     if settings.study_name != "auto":
         return settings.study_name
     b = settings.base
-    search = [identity.config_key(b), settings.lr_min, settings.lr_max, settings.pruner]
-    tail = hashlib.sha256(repr([*search, settings.sampler]).encode()).hexdigest()[:6]
-    return f"{b.model}-{settings.space}-e{b.epochs}-s{b.subset}-{digest[:8]}-{tail}"
+    tail = hashlib.sha256(repr(sorted(decided_by(settings, digest).items())).encode())
+    return f"{b.model}-{settings.space}-e{b.epochs}-s{b.subset}-{digest[:8]}-{tail.hexdigest()[:6]}"
 
 
-def open_study(name: str, storage, settings: TuneSettings):
-    """(study, created): create it, or join it when another worker (or run) created it.
-    Creation is atomic in RDB and journal storages, so exactly one worker is the creator."""
+def check_joinable(study, asked: dict[str, str]) -> None:
+    """A tune joins a study only with the settings that created it (studies of older
+    versions recorded none): a trial's value would otherwise mean something else."""
+    recorded = study.user_attrs.get(SETTINGS_ATTR)
+    if not recorded or recorded == asked:
+        return
+    differ = [
+        f"{k}={recorded.get(k)} (here {asked[k]})" for k in asked if recorded.get(k) != asked[k]
+    ]
+    raise UserError(
+        f"study {study.study_name} was created with other settings: {', '.join(differ)};"
+        " repeat the command that created it, or choose another study_name"
+    )
+
+
+def open_study(name: str, storage, settings: TuneSettings, digest: str):
+    """(study, created): create it, or join it when another worker (or run) created it with
+    the same settings. Creation is atomic in RDB and journal storages, so exactly one
+    worker is the creator."""
     pruner = PRUNERS[settings.pruner](settings.base.epochs)
+    asked = decided_by(settings, digest)
     try:
         try:
             study = optuna.create_study(
@@ -132,11 +168,18 @@ def open_study(name: str, storage, settings: TuneSettings):
             # the same seed in every worker would make them propose the same configurations
             seed = (settings.sampler_seed * 1_000_003 + os.getpid()) % 2**31
             sampler = SAMPLERS[settings.sampler](seed)
-            return optuna.load_study(
+            study = optuna.load_study(
                 study_name=name, storage=storage, sampler=sampler, pruner=pruner
-            ), False
+            )
+            joined = True
+        else:
+            joined = False
     except Exception as exc:
         raise UserError(f"cannot open study {name}: {reason(exc)}") from None
+    if joined:
+        check_joinable(study, asked)
+        return study, False
+    study.set_user_attr(SETTINGS_ATTR, asked)
     with warnings.catch_warnings():  # "experimental" since Optuna 3.2, stable in use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC])
@@ -232,7 +275,9 @@ def objective_for(study, settings: TuneSettings, parent: str, run_tags: dict[str
                 finished_on=(optuna.TrialPruned,),
             )
             state = "COMPLETE"
-            return summary["best_val_accuracy"]
+            # what the configuration's logged model scores (with restore_best=false the
+            # last epoch's, not the best epoch's), as the leaderboard ranks it
+            return summary["logged_val_accuracy"]
         except optuna.TrialPruned:
             state = "PRUNED"
             raise
@@ -258,10 +303,12 @@ def best_so_far(parent: str):
 
 def search(study, settings: TuneSettings, parent: str, run_tags: dict[str, str]) -> None:
     """Run trials until the study holds n_trials finished ones (or the timeout)."""
-    remaining = settings.n_trials - counted(study)
+    finished = counted(study)
+    remaining = settings.n_trials - finished
     if remaining <= 0:
         print(
-            f"study {study.study_name} already has {settings.n_trials} finished trials",
+            f"study {study.study_name} already has {finished} finished trials"
+            f" (n_trials={settings.n_trials})",
             file=sys.stderr,
         )
         return

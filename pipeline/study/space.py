@@ -60,12 +60,24 @@ SPACES = {
 }
 
 
+def choices(name: str, dist: Categorical, settings: TuneSettings) -> list:
+    """A categorical's choices, with the base settings' own value added when it is not one
+    of them (`augment=rotate`, `batch_size=32`): the first trial is the base configuration,
+    and the search is measured against it."""
+    leaf = next(leaf for leaf in TrainSettings.leaves() if leaf.name == name)
+    value = settings.base.value(leaf)
+    spelled = leaf.kind.spell(value)
+    if any(c == value or str(c) == spelled for c in dist.choices):
+        return list(dist.choices)
+    return [*dist.choices, spelled if all(isinstance(c, str) for c in dist.choices) else value]
+
+
 def suggest(trial, settings: TuneSettings) -> dict[str, Any]:
     """One trial's parameters (Optuna's names = train setting names)."""
     params = {}
     for name, dist in SPACES[settings.space].items():
         if isinstance(dist, Categorical):
-            params[name] = trial.suggest_categorical(name, list(dist.choices))
+            params[name] = trial.suggest_categorical(name, choices(name, dist, settings))
         else:
             low, high = dist.bounds(settings)
             params[name] = trial.suggest_float(name, low, high, log=isinstance(dist, LogUniform))
@@ -77,7 +89,7 @@ def describe(settings: TuneSettings) -> dict[str, Any]:
     out = {}
     for name, dist in SPACES[settings.space].items():
         if isinstance(dist, Categorical):
-            out[name] = {"choices": list(dist.choices)}
+            out[name] = {"choices": choices(name, dist, settings)}
         else:
             low, high = dist.bounds(settings)
             out[name] = {"low": low, "high": high, "log": isinstance(dist, LogUniform)}
@@ -87,19 +99,22 @@ def describe(settings: TuneSettings) -> dict[str, Any]:
 def defaults(settings: TuneSettings) -> dict[str, Any]:
     """The base settings' value of each searched parameter: the study's first trial, so the
     search is measured against the configuration it starts from. Floats are clamped into
-    the searched range; a categorical value outside the choices is left to the sampler."""
+    the searched range; `dropout` unset is the model's own rate (models.default_dropout)."""
+    from pipeline import models
+
     base, out = settings.base, {}
     for name, dist in SPACES[settings.space].items():
         leaf = next(leaf for leaf in TrainSettings.leaves() if leaf.name == name)
         value = base.value(leaf)
         if isinstance(dist, Categorical):
             spelled = leaf.kind.spell(value)
-            match = [c for c in dist.choices if c == value or str(c) == spelled]
-            if match:
-                out[name] = match[0]
-        elif value is not None:  # None (the model's own dropout): left to the sampler
-            low, high = dist.bounds(settings)
-            out[name] = min(max(float(value), low), high)
+            options = choices(name, dist, settings)
+            out[name] = next(c for c in options if c == value or str(c) == spelled)
+            continue
+        if value is None:  # dropout: the model's own
+            value = models.default_dropout(base.model, **base.options)
+        low, high = dist.bounds(settings)
+        out[name] = min(max(float(value), low), high)
     return out
 
 

@@ -85,7 +85,6 @@ def step_run(
     config: dict | None = None,
     tags: dict[str, str] | None = None,
     run_id: str | None = None,
-    parent_id: str | None = None,
     system_metrics: bool = False,
     finished_on: tuple[type[BaseException], ...] = (),
 ) -> Iterator[str]:
@@ -93,7 +92,7 @@ def step_run(
     that matches what happened.
 
     The run handed over by `mlflow run` (MLFLOW_RUN_ID) is used unless `run_id` names another
-    (a resume, a trial's run) or `parent_id` asks for a new child run. `params` are the
+    (a resume; a trial's or a retrain's run, made by child_run). `params` are the
     canonical spellings (Settings.params()); `config` the effective settings (config.json).
     Exceptions listed in `finished_on` (a pruned trial) end the run FINISHED and propagate.
     """
@@ -106,7 +105,7 @@ def step_run(
     status, reachable = "FINISHED", True
     try:
         with interrupts.deferred():  # a signal now would leave the new run RUNNING
-            run = _start(step, name, tags, run_id, parent_id, system_metrics)
+            run = _start(step, name, tags, run_id, system_metrics)
         log.log_params(run.info.run_id, params)
         if config is not None:
             log.log_json(config, "config.json", run.info.run_id)
@@ -126,14 +125,14 @@ def step_run(
             end(status, reachable)
 
 
-def _start(step, name, tags, run_id, parent_id, system_metrics):
+def _start(step, name, tags, run_id, system_metrics):
     """The step's run, started or continued, tagged with the step, code and process."""
     import mlflow
 
     check_reachable()
     experiment_id = ensure_experiment()
     close_stale_runs()
-    if run_id is None and parent_id is None:
+    if run_id is None:
         run_id = os.environ.get("MLFLOW_RUN_ID") or None
     if run_id is not None:
         _check_same_code(run_id)
@@ -145,7 +144,6 @@ def _start(step, name, tags, run_id, parent_id, system_metrics):
         tags={**own, **(tags or {})},
         log_system_metrics=system_metrics or None,
         nested=mlflow.active_run() is not None,
-        parent_run_id=parent_id if run_id is None else None,
     )
     if run_id is not None:  # `mlflow run` names its runs adjective-animal-123; a resume
         mlflow.set_tags({"mlflow.runName": name, **process_tags()})  # has a new process
