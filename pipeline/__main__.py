@@ -12,6 +12,8 @@ from pipeline.errors import UserError
 
 # Write failures a user can fix by freeing space or choosing another folder.
 STORAGE_ERRORS = (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EDQUOT)
+# A file where a folder should be (or the reverse): FMB_DATA_DIR or FMB_MLRUNS_DIR mistyped.
+PATH_ERRORS = (errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
 USAGE = f"usage: python -m pipeline {{{','.join(config.STEPS)}}} [-h] [--name value ...]"
 
 
@@ -39,9 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("interrupted\n")
         return 130
     except OSError as exc:
+        where = exc.filename or "a file"
+        if exc.errno in PATH_ERRORS:
+            cli.fail(
+                f"cannot create or open {where}: {exc.strerror}; FMB_DATA_DIR and FMB_MLRUNS_DIR"
+                " must name folders (or places where one can be made)"
+            )
         if exc.errno not in STORAGE_ERRORS:
             raise
-        where = exc.filename or "a file"
         cli.fail(
             f"cannot write {where}: {exc.strerror}; nothing half-written was kept. Free space,"
             " or point FMB_DATA_DIR / FMB_MLRUNS_DIR at a writable disk"

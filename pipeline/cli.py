@@ -14,7 +14,13 @@ from pipeline.errors import UserError
 
 
 class StepParser(argparse.ArgumentParser):
-    """argparse that prints exactly `error: ...` (no usage block) and exits 2."""
+    """argparse that prints exactly `error: ...` (no usage block) and exits 2, and takes
+    whole option names only: with argparse's abbreviations `-P epoch=2` trained 2 epochs
+    as `--epochs` while MLflow logged `epoch`, and the run's `epochs` parameter said 10."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         fail(f"{message} (see `{self.prog} -h`)")

@@ -144,7 +144,14 @@ TORCH_ONLY = (
     "dropout",
     "patience",
     "restore_best",
+    # how a torch model runs: a baseline always fits on the CPU, in float64 or float32
+    "device",
+    "compile",
+    "precision",
+    "deterministic",
 )
+# the largest seed numpy's legacy RandomState and scikit-learn accept (torch takes more)
+SEED_MAX = 2**32 - 1
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LOSSES = ("ce", "nll", "mse")
 AUGMENTATIONS = ("rotate", "shift", "zoom", "shear", "erase")
@@ -328,7 +335,7 @@ class SplitSettings(Settings):
         identity=False,  # part of the data: the dataset digest covers it
     )
     split_seed: int = setting(
-        42, v.Int(0), "seed of the stratified train/val split", identity=False
+        42, v.Int(0, SEED_MAX), "seed of the stratified train/val split", identity=False
     )
 
 
@@ -401,7 +408,7 @@ class TrainSettings(Settings):
         "images",
     )
     seed: int = setting(
-        42, v.Int(0), "seed of model init, batch order and augmentation", identity=False
+        42, v.Int(0, SEED_MAX), "seed of model init, batch order and augmentation", identity=False
     )
     deterministic: bool = setting(
         False,
@@ -490,7 +497,7 @@ class TuneSettings(Settings):
         " odd-numbered trial at epoch 1",
     )
     sampler: str = setting("tpe", v.Choice(SAMPLERS), "tpe (multivariate) or random")
-    sampler_seed: int = setting(42, v.Int(0), "seed of the sampler", identity=False)
+    sampler_seed: int = setting(42, v.Int(0, SEED_MAX), "seed of the sampler", identity=False)
     space: str = setting(
         "base",
         v.Choice(SPACES),

@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +56,15 @@ class Split:
 
 
 def _decoded_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # not a storage failure of ours: say it is the input
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     if raw[:2] != b"\x1f\x8b":
         return raw
     try:
         return gzip.decompress(raw)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a damaged deflate stream
         raise DataError(f"{path}: corrupt gzip file ({exc}); re-download or reinstall it") from None
 
 
@@ -179,7 +183,8 @@ def load_raw(directory: Path, allow_unofficial: bool = False) -> RawData:
     if mismatches and not allow_unofficial:
         raise DataError(
             f"{directory}: {', '.join(mismatches)} differ from the official Fashion-MNIST"
-            " (SHA-256 of the decoded content); pass allow_unofficial=true to use them anyway"
+            " (SHA-256 of the decoded content); to use them anyway, prepare them with"
+            " allow_unofficial=true and train with dataset=<the digest prepare prints>"
         )
     return RawData(files, directory, not mismatches, mismatches)
 
@@ -417,6 +422,14 @@ def dataset_cache(dataset: str, val_fraction: float = 0.1, split_seed: int = 42)
         raise DataError(
             f"no prepared data with dataset.digest {dataset} in {config.data_dir()}; run prepare"
             " on the same files first"
+        )
+    manifest = read_manifest(found)
+    if manifest["seed"] != split_seed or abs(manifest["val_fraction"] - val_fraction) > 1e-9:
+        # the run logs val_fraction and split_seed: they must be the data's, not defaults
+        raise DataError(
+            f"dataset {dataset} was split with val_fraction={manifest['val_fraction']} and"
+            f" split_seed={manifest['seed']}, not {val_fraction} and {split_seed}; pass its"
+            " values with it"
         )
     return found
 

@@ -41,7 +41,7 @@ class Target:
 
 def check(run_id: str, allow_unofficial: bool = False) -> Target:
     """The run, its data and the test split, checked; a UserError says what is wrong."""
-    run = tracking.get_run(run_id)
+    run = tracking.get_live_run(run_id)
     step = run.data.tags.get("pipeline.step")
     if step != "train":
         raise UserError(

@@ -75,21 +75,44 @@ def resumed(settings: TrainSettings) -> tuple[TrainSettings, str] | None:
     run_id = os.environ.get("MLFLOW_RUN_ID") if settings.resume == "true" else settings.resume
     if not run_id:
         raise UserError("resume=true needs `mlflow run --run-id ID`; or pass --resume ID")
-    run = tracking.get_run(run_id)
+    run = tracking.get_live_run(run_id)
     if run.data.tags.get("pipeline.step") != "train":
         raise UserError(f"cannot resume run {run_id}: it is not a train run")
     if run.info.status == "FINISHED":
         return None
-    if not config.checkpoint_path(run_id).is_file():
-        raise UserError(
-            f"cannot resume run {run_id}: no checkpoint at {config.checkpoint_path(run_id)}"
-        )
+    owner = tracking.live_owner(run)
+    if owner:
+        raise UserError(f"cannot resume run {run_id}: {owner} is still training it")
+    check_checkpoint(run_id)
     try:
         with tracking.artifact(run_id, "config.json") as path:
             saved = json.loads(path.read_text())
     except Exception:
         raise UserError(f"cannot resume run {run_id}: it has no config.json") from None
     return TrainSettings.from_dict(saved).replace(resume=run_id), run_id
+
+
+def check_checkpoint(run_id: str) -> None:
+    """The run's checkpoint exists and is whole (torch.save writes a zip archive; a CRC check
+    of every member catches a truncated or damaged file), before the run is reopened."""
+    import zipfile
+
+    path = config.checkpoint_path(run_id)
+    if not path.is_file():
+        raise UserError(
+            f"cannot resume run {run_id}: no checkpoint at {path} (it stopped before its first"
+            " epoch ended); train it again as a new run"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as exc:
+        damaged = str(exc)
+    if damaged:
+        raise UserError(
+            f"cannot resume run {run_id}: its checkpoint {path} is damaged ({damaged}); train"
+            " it again as a new run"
+        )
 
 
 def run(

@@ -67,9 +67,18 @@ def test_corrupt_gzip_and_missing_file(tmp_path):
     (tmp_path / (NAMES["train_labels"] + ".gz")).write_bytes(b"\x1f\x8b garbage")
     with pytest.raises(data.DataError, match="corrupt gzip"):
         data.load_raw(tmp_path, allow_unofficial=True)
-    (tmp_path / (NAMES["train_labels"] + ".gz")).unlink()
+    labels = tmp_path / (NAMES["train_labels"] + ".gz")
+    good = gzip.compress(idx_bytes(np.arange(600, dtype=np.uint8) % 10))
+    # a valid header, then a damaged deflate stream: zlib.error, not OSError
+    labels.write_bytes(good[:12] + bytes(b ^ 0xFF for b in good[12:40]) + good[40:])
+    with pytest.raises(data.DataError, match="corrupt gzip"):
+        data.load_raw(tmp_path, allow_unofficial=True)
+    labels.unlink()
     with pytest.raises(data.DataError, match="file not found"):
         data.load_raw(tmp_path, allow_unofficial=True)
+    labels.mkdir()  # there, but not readable as a file: an input error, not a storage one
+    with pytest.raises(data.DataError, match="cannot read it"):
+        data._decoded_bytes(labels)
 
 
 def test_unofficial_data_needs_permission(tmp_path):
@@ -141,6 +150,11 @@ def test_cache_entries_are_keyed_by_split_settings_and_reused(tmp_path, monkeypa
     assert not list((tmp_path / "data" / "prepared").glob(".*")), "temp dirs left behind"
     with pytest.raises(ValueError, match="load_test_split"):
         data.load_split(first, "test")
+    # a run names its data by digest and logs the split settings: they must be the data's
+    other = data.write_cache(raw, 0.2, 7)[1]["digest"][:16]
+    assert data.dataset_cache(other, 0.2, 7).name == other
+    with pytest.raises(data.DataError, match="val_fraction=0.2 and split_seed=7, not 0.1 and 42"):
+        data.dataset_cache(other)
 
 
 def test_a_failed_prepare_keeps_the_previous_cache(tmp_path, stores):

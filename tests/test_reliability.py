@@ -15,6 +15,7 @@ import os
 import pickle
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -161,7 +162,12 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(real_env, rea
     proc.communicate()
     killed_id = killed.info.run_id
     assert client(real_env).get_run(killed_id).info.status == "RUNNING"
-    assert config.checkpoint_path(killed_id).is_file()
+    checkpoint = config.checkpoint_path(killed_id)
+    whole_checkpoint = checkpoint.read_bytes()
+    checkpoint.write_bytes(whole_checkpoint[: len(whole_checkpoint) // 2])  # a damaged copy
+    one_error_line(run_step(["train", "--resume", killed_id], real_env), "checkpoint", "damaged")
+    assert client(real_env).get_run(killed_id).info.status == "RUNNING"  # not reopened
+    checkpoint.write_bytes(whole_checkpoint)
     # a setting that differs from the run's own would be dropped: refused, the run untouched
     refused = run_step(["train", "--resume", killed_id, "--epochs", "9"], real_env)
     one_error_line(refused, f"resume continues run {killed_id}", "drop epochs")
@@ -453,6 +459,11 @@ BAD_VALUES = [
     ("evaluate", ["--run_id", "abc,,def"], "run_id"),
     ("prepare", ["--val_fraction", "1"], "val_fraction"),
     ("main", ["--env_manager", "docker"], "env_manager"),
+    ("train", ["--epoch", "2"], "--epoch"),  # no abbreviations: MLflow would log `epoch`
+    ("train", ["--seed", "4294967296"], "seed"),
+    ("prepare", ["--split_seed", "4294967296"], "split_seed"),
+    ("tune", ["--sampler_seed", "-1"], "sampler_seed"),
+    ("train", ["--model", "logreg", "--device", "cuda"], "takes no device"),
 ]
 
 
@@ -464,6 +475,23 @@ def test_bad_values_are_one_line_before_any_run(step, args, word, stores):
     assert not runs(stores)
 
 
+def test_a_mistyped_store_is_one_line(stores, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for extra, word in [
+        ({"MLFLOW_TRACKING_URI": "bogus://x"}, "is not a store MLflow knows"),
+        ({"MLFLOW_TRACKING_URI": str(tmp_path / "folder")}, "MLFLOW_ALLOW_FILE_STORE"),
+        (
+            {"FMB_MLRUNS_DIR": str(afile), "MLFLOW_TRACKING_URI": f"sqlite:///{afile}/m.db"},
+            "folders",
+        ),
+    ]:
+        one_error_line(run_step(["compare"], {**stores, **extra}, timeout=60), word)
+    one_error_line(
+        run_step(["prepare"], {**stores, "FMB_DATA_DIR": str(afile)}), "must name folders"
+    )
+
+
 @pytest.mark.realdata
 def test_a_run_of_another_step_is_refused_by_resume_and_evaluate(real_env):
     prepared = run_step(["prepare"], real_env)
@@ -471,6 +499,32 @@ def test_a_run_of_another_step_is_refused_by_resume_and_evaluate(real_env):
     one_error_line(run_step(["train", "--resume", run_id], real_env), "not a train run")
     one_error_line(run_step(["evaluate", "--run_id", run_id], real_env), "not a train run")
     assert len(runs(real_env)) == 1
+    client(real_env).delete_run(run_id)  # MLflow refused writes to it only after the work
+    one_error_line(run_step(["train", "--resume", run_id], real_env), "is deleted")
+    one_error_line(run_step(["evaluate", "--run_id", run_id], real_env), "is deleted")
+
+
+def test_a_run_whose_process_is_alive_is_not_resumed_by_another(tmp_path):
+    from types import SimpleNamespace
+
+    from pipeline.tracking import live_owner
+    from pipeline.tracking.runs import HOST, PID
+
+    def run(status: str, pid: int):
+        tags = {HOST: socket.gethostname(), PID: str(pid)}
+        return SimpleNamespace(info=SimpleNamespace(status=status), data=SimpleNamespace(tags=tags))
+
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        assert live_owner(run("RUNNING", sleeper.pid)) == (
+            f"process {sleeper.pid} on {socket.gethostname()}"
+        )
+        assert live_owner(run("KILLED", sleeper.pid)) is None
+        assert live_owner(run("RUNNING", os.getpid())) is None  # resuming itself
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert live_owner(run("RUNNING", sleeper.pid)) is None  # its process is gone
 
 
 # --- 8. a tracking server that is down, or goes down ------------------------------------------

@@ -252,6 +252,28 @@ def set_tags(run_id: str, tags: dict[str, str]) -> None:
         client().set_tag(run_id, key, str(value))
 
 
+def get_live_run(run_id: str):
+    """get_run, refusing a deleted run: evaluate and resume write into the run, and MLflow
+    refuses writes to a deleted one only once the work is done."""
+    run = get_run(run_id)
+    if run.info.lifecycle_stage != "active":
+        raise UserError(
+            f"run {run_id} is deleted; restore it first (`mlflow runs restore --run-id {run_id}`)"
+        )
+    return run
+
+
+def live_owner(run) -> str | None:
+    """'process P on H' when a RUNNING run's process is still alive on this machine (another
+    process is training it); None otherwise."""
+    tags = run.data.tags
+    pid, host = tags.get(PID, ""), tags.get(HOST)
+    mine = host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid()
+    if run.info.status == "RUNNING" and mine and alive(int(pid)):
+        return f"process {pid} on {host}"
+    return None
+
+
 def is_active(run_id: str) -> bool:
     """The run exists in this store and is not deleted."""
     try:

@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -59,9 +60,26 @@ def sqlite_path(uri: str | None = None) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
+# The URI schemes MLflow keeps runs in ("" and file: a folder; databases with a driver,
+# postgresql+psycopg2); anything else failed deep inside MLflow with a traceback.
+TRACKING_SCHEMES = ("", "file", "http", "https", "sqlite", "postgresql", "mysql", "mssql")
+
+
 def check_reachable() -> None:
-    """Fail in seconds, naming the URI, when a remote tracking server does not answer."""
+    """Fail in seconds, naming the URI, when it is not one MLflow stores runs in or a
+    remote tracking server does not answer."""
     uri = tracking_uri()
+    scheme = urllib.parse.urlparse(uri).scheme.split("+")[0]
+    if scheme not in TRACKING_SCHEMES and not scheme.startswith("databricks"):
+        raise UserError(
+            f"MLFLOW_TRACKING_URI {uri} is not a store MLflow knows: use http(s)://HOST:PORT,"
+            " sqlite:///PATH, postgresql://... or mysql://..."
+        )
+    if scheme in ("", "file") and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
+        raise UserError(
+            f"MLFLOW_TRACKING_URI {uri} is a folder store, which MLflow 3 refuses"
+            " (MLFLOW_ALLOW_FILE_STORE=true opts back in); use sqlite:///PATH instead"
+        )
     if not uri.startswith(("http://", "https://")):
         return
     try:
