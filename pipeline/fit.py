@@ -89,7 +89,13 @@ def resumed(settings: TrainSettings) -> tuple[TrainSettings, str] | None:
             saved = json.loads(path.read_text())
     except Exception:
         raise UserError(f"cannot resume run {run_id}: it has no config.json") from None
-    return TrainSettings.from_dict(saved).replace(resume=run_id), run_id
+    settings = TrainSettings.from_dict(saved).replace(resume=run_id)
+    digest = run.data.tags.get("dataset.digest")
+    if settings.dataset == "auto" and digest:
+        # the data it started on, by digest: "auto" prepares the split again, and another
+        # scikit-learn release may draw another one (a new digest) from the same seed
+        settings = settings.replace(dataset=digest)
+    return settings, run_id
 
 
 def check_checkpoint(run_id: str) -> None:

@@ -152,7 +152,9 @@ DETERMINISTIC += ["--deterministic", "true"]
 
 
 @pytest.mark.realdata
-def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(real_env, real_prepared):
+def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(
+    real_env, real_prepared, tmp_path
+):
     whole = run_step(["train", *DETERMINISTIC], real_env)
     assert whole.returncode == 0, whole.stderr[-3000:]
     whole_id = json.loads(whole.stdout.strip().splitlines()[-1])["run_id"]
@@ -177,6 +179,10 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(real_env, rea
     assert f"KILLED: {killed_id}" in resumed.stderr  # the dead process's run was closed first
     assert client(real_env).get_run(killed_id).info.status == "FINISHED"
     assert histories(real_env, killed_id) == histories(real_env, whole_id)
+    # it resumed on the data it started on, named by digest, not prepared again as "auto"
+    saved = client(real_env).download_artifacts(killed_id, "config.json", str(tmp_path))
+    digest = client(real_env).get_run(killed_id).data.tags["dataset.digest"]
+    assert json.loads(Path(saved).read_text())["dataset"] == digest
     val = data.load_split(data.find_cache(), "val").images[:500]
     assert np.array_equal(
         predictions(real_env, killed_id, val), predictions(real_env, whole_id, val)
