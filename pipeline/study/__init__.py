@@ -96,8 +96,8 @@ def tune(settings: TuneSettings) -> dict:
         outcome = conclude(study, settings, parent, run_tags)
         # `main` reuses a tune run only when its study was complete (and retrained, unless
         # final=false): a run that left trials to do is run again, and resumes the study
-        complete = search.counted(study) >= settings.n_trials or bool(settings.timeout)
-        tracking.set_tags(own, {"tune.complete": str(complete).lower()})
+        done = search.counted(study) >= settings.n_trials or bool(settings.timeout)
+        tracking.set_tags(own, {"tune.complete": str(done).lower()})
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     return {
         "run_id": own,
