@@ -8,6 +8,7 @@ The test split lives in its own file that only evaluation opens.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -312,10 +313,18 @@ def write_cache(raw: RawData, val_fraction: float, seed: int) -> tuple[Path, dic
     return target, manifest, False
 
 
+ORPHAN_AGE_S = 3600  # a temp folder untouched this long lost its writer (a prepare takes ~10 s)
+
+
 def _temp_dir_beside(target: Path) -> Path:
     """A temporary folder to be renamed to `target`, with the mode of the folder it sits in:
     mkdtemp's private 0700 would outlive the rename, and a shared FMB_DATA_DIR must stay
-    readable by the users it is shared with."""
+    readable by the users it is shared with. The folders of writers killed mid-write
+    (SIGKILL: no cleanup runs; ~55 MB each) are removed here once they are an hour old."""
+    for orphan in target.parent.glob(".*.*"):
+        with contextlib.suppress(OSError):  # another process may remove it first
+            if orphan.is_dir() and time.time() - orphan.stat().st_mtime > ORPHAN_AGE_S:
+                shutil.rmtree(orphan, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     os.chmod(tmp, target.parent.stat().st_mode & 0o777)
     return tmp

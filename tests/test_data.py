@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -138,7 +140,14 @@ def test_a_cache_folder_takes_its_parents_permissions(tmp_path, monkeypatch):
 def test_cache_entries_are_keyed_by_split_settings_and_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("FMB_DATA_DIR", str(tmp_path / "data"))
     raw = data.load_raw(write_dataset(tmp_path / "idx"), allow_unofficial=True)
+    prepared = tmp_path / "data" / "prepared"
+    orphan, fresh = prepared / ".0123456789abcdef.a1b2c3", prepared / ".fedcba9876543210.d4e5f6"
+    for folder in (orphan, fresh):  # a writer killed mid-write left them
+        (folder / "part").mkdir(parents=True)
+    os.utime(orphan, (time.time() - 2 * data.ORPHAN_AGE_S,) * 2)
     first, manifest, reused = data.write_cache(raw, 0.1, 42)
+    assert not orphan.exists() and fresh.exists()  # a young one may still be being written
+    shutil.rmtree(fresh)
     assert not reused and manifest["sizes"] == {"train": 540, "val": 60, "test": 200}
     assert data.write_cache(raw, 0.1, 42)[2] is True
     for other in [(0.2, 42), (0.1, 7)]:
