@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import signal
 import sys
 
@@ -29,13 +30,18 @@ def main(argv: list[str] | None = None) -> int:
     if step not in config.STEPS:
         cli.fail(f"unknown step {step!r}; choose one of {', '.join(config.STEPS)}")
     module = importlib.import_module(f"pipeline.steps.{step}")
-    settings = cli.parse(step, rest, " ".join(module.__doc__.split()))
+    try:
+        settings = cli.parse(step, rest, " ".join(module.__doc__.split()))
+    except cli.Failed as exc:
+        note_failure(step, exc.message)
+        raise
     interrupts.install()  # SIGTERM behaves like Ctrl-C: the run ends KILLED, exit 130
     # A file-size limit (`ulimit -f`) then fails a write with EFBIG instead of killing us.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         return module.main(settings) or 0
     except UserError as exc:
+        note_failure(step, str(exc))
         cli.fail(str(exc))
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
@@ -54,6 +60,24 @@ def main(argv: list[str] | None = None) -> int:
             " or point FMB_DATA_DIR / FMB_MLRUNS_DIR at a writable disk"
         )
     return 0
+
+
+def note_failure(step: str, message: str) -> None:
+    """A step started by `mlflow run` that refuses its input before its run begins leaves
+    MLflow's run FAILED with no word of why, and without the step tag compare's "Not
+    ranked" table reads: say both on it. A run the step had begun (or a resumed one) has
+    its tags already and is left as it is. Never fatal."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    try:
+        from pipeline import tracking
+
+        if "pipeline.step" not in tracking.get_run(run_id).data.tags:
+            line = " ".join(message.split())[:5000]  # as the `error:` line says it
+            tracking.set_tags(run_id, {"pipeline.step": step, "error": line})
+    except Exception:  # the store may be what failed
+        pass
 
 
 if __name__ == "__main__":

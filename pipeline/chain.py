@@ -17,6 +17,7 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipeline import config, data, executors, profiles, tracking
 from pipeline.config import EvaluateSettings, MainSettings
@@ -128,9 +129,15 @@ def shown(job: profiles.Job) -> str:
     return " ".join(f"{k}={v}" for k, v in job.params().items())
 
 
-def cache_exists(run) -> bool:
+def prepared_usable(run) -> bool:
     """A prepare run is only reused while its cache is still on this machine (data/ may
-    have been cleaned, or the run came from another machine through a shared server)."""
+    have been cleaned, or the run came from another machine through a shared server), and
+    when it read the folder this `source` reads now (with source=auto, FASHION_MNIST_DIR
+    decides: other files would otherwise pass for the data prepared before)."""
+    read = run.data.tags.get("dataset.source")
+    source = run.data.params.get("source", "auto")
+    if not read or not Path(read).is_relative_to(data.source_path(source)):
+        return False
     return data.find_cache(run.data.tags.get("dataset.digest") or "-") is not None
 
 
@@ -186,7 +193,7 @@ def evaluate_all(chain: Chain, train_ids: list[str]) -> None:
 
 def run_profile(profile: profiles.Profile, chain: Chain, main_run_id: str) -> str:
     """prepare -> train and tune -> evaluate -> compare; returns the compare run's id."""
-    prepared = chain.run(profile.prepare, usable=cache_exists)  # nothing goes on without it
+    prepared = chain.run(profile.prepare, usable=prepared_usable)  # nothing goes on without it
     digest = tracking.get_run(prepared).data.tags["dataset.digest"]
     tracking.set_tags(main_run_id, {"dataset.digest": digest})
     split = profile.prepare.settings.split

@@ -42,11 +42,21 @@ def at_least(minimum: int):
     return parse
 
 
+class Failed(SystemExit):
+    """fail()'s exit, carrying the line it printed (a step run by `mlflow run` records it on
+    its run)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(code)
+        self.message = message
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print one `error:` line on stderr and exit non-zero."""
-    sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
+    line = " ".join(str(message).split())
+    sys.stderr.write(f"error: {line}\n")
     sys.stderr.flush()
-    raise SystemExit(code)
+    raise Failed(line, code)
 
 
 def print_result(result: dict) -> None:

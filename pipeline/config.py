@@ -10,6 +10,7 @@ command line, a profile or an Optuna trial alike, before torch, MLflow or Optuna
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,16 @@ SAMPLERS = ("tpe", "random")
 SPACES = ("base", "wide")  # declared in pipeline/study/space.py
 TTA_MODES = ("none", "flip")
 ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
+
+
+def env_manager_tool(name: str) -> str | None:
+    """The program MLflow runs to build an env_manager's environment (virtualenv: pyenv
+    installs the Python; conda: MLFLOW_CONDA_HOME's, else the one on PATH); None for local."""
+    conda_home = os.environ.get("MLFLOW_CONDA_HOME")
+    conda = os.path.join(conda_home, "bin", "conda") if conda_home else "conda"
+    return {"virtualenv": "pyenv", "uv": "uv", "conda": conda}.get(name)
+
+
 EXECUTORS = ("local", "ray")  # declared in pipeline/executors.py
 SORTABLE_METRICS = (
     "test_accuracy",
@@ -661,6 +672,13 @@ class MainSettings(Settings):
             raise UserError(
                 "gpus_per_job applies to executor=ray; executor=local runs one job at a time"
                 " on the whole device"
+            )
+        tool = env_manager_tool(self.env_manager)
+        if self.executor == "local" and tool and shutil.which(tool) is None:
+            # else every step failed only once main had started, saying just "failed"
+            raise UserError(
+                f"env_manager={self.env_manager} needs {tool}, which is not installed here;"
+                " install it or use env_manager=local"
             )
 
 

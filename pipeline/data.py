@@ -126,6 +126,18 @@ def _find_file(directory: Path, name: str) -> Path:
 
 def resolve_source(source: str) -> Path:
     """The contract's order: a directory given, FASHION_MNIST_DIR, Debian's, else download."""
+    path = source_path(source)
+    return download(path) if path == download_root() else path
+
+
+def download_root() -> Path:
+    return config.data_dir() / "download"
+
+
+def source_path(source: str) -> Path:
+    """The folder `source` reads from (resolve_source's), without downloading anything: the
+    download folder when nothing else is there. A folder that was asked for and is not
+    there is an error, never a fall-through to other data."""
     if source not in ("auto", "download"):
         path = Path(source).expanduser()
         if not path.is_dir():
@@ -139,7 +151,7 @@ def resolve_source(source: str) -> Path:
             return Path(chosen).expanduser()
         if Path(config.DEBIAN_DATA_DIR).is_dir():
             return Path(config.DEBIAN_DATA_DIR)
-    return download(config.data_dir() / "download")
+    return download_root()
 
 
 def download(root: Path) -> Path:

@@ -187,9 +187,11 @@ class Ray(Local):
                 try:
                     results[index] = Outcome(self.ray.get(ref))
                 except Exception as exc:  # after the last retry
-                    results[index] = Outcome(
-                        run_id, f"{launches[index].entry} run {run_id}: {reason(exc)}"
-                    )
+                    why = f"{launches[index].entry} run {run_id}: {reason(exc)}"
+                    # a step that failed before it started leaves the run made for it
+                    # RUNNING (the next step's stale check would call it KILLED)
+                    tracking.close_run(run_id, "FAILED", {"error": why[:5000]})
+                    results[index] = Outcome(run_id, why)
         self.pending = {}
         return [results[i] for i in range(len(launches))]
 

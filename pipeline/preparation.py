@@ -20,7 +20,9 @@ def prepare(settings: PrepareSettings) -> tuple[data.RawData, Path, dict, bool]:
 
 
 def run_tags(raw: data.RawData) -> dict[str, str]:
-    tags = {"dataset.official": str(raw.official).lower()}
+    # the folder read: `source=auto` depends on FASHION_MNIST_DIR, so main reuses a prepare
+    # run only for the same folder (chain.prepared_usable)
+    tags = {"dataset.official": str(raw.official).lower(), "dataset.source": str(raw.source)}
     if not raw.official:
         tags["dataset.unofficial_files"] = ",".join(raw.mismatches)
     return tags

@@ -61,6 +61,11 @@ def entry(path: Path, step: str, params: dict) -> Job:
     return Job(step, settings, tuple(params))
 
 
+# Set once for the whole profile, in [prepare]: main gives every job the prepared data and
+# its split, so a value in a [[train]] or [[tune]] entry would be replaced silently.
+DATA_KEYS = ("dataset", "val_fraction", "split_seed")
+
+
 def train_jobs(path: Path, entries: list[dict]) -> list[Job]:
     jobs = []
     for params in entries:
@@ -68,8 +73,32 @@ def train_jobs(path: Path, entries: list[dict]) -> list[Job]:
         rest = {k: v for k, v in params.items() if k != "seeds"}
         if not isinstance(seeds, list) or not seeds:
             raise UserError(f"profile {path}, [[train]]: seeds must be a non-empty list")
+        if "seed" in rest:
+            raise UserError(f"profile {path}, [[train]]: give seeds = [...], not seed")
+        if len(set(map(str, seeds))) < len(seeds):
+            raise UserError(f"profile {path}, [[train]]: seeds repeat a seed: {seeds}")
         jobs += [entry(path, "train", {**rest, "seed": seed}) for seed in seeds]
     return jobs
+
+
+def check_jobs(path: Path, sections: dict[str, list[dict]], jobs: list[Job]) -> None:
+    """No data or split setting outside [prepare], and no job twice (it would train twice,
+    and on Ray two processes could resume one killed run at once)."""
+    for step, entries in sections.items():
+        for params in entries:
+            given = sorted(set(params) & set(DATA_KEYS))
+            if given:
+                raise UserError(
+                    f"profile {path}, [[{step}]]: {', '.join(given)} belong in [prepare] (main"
+                    " gives every job the prepared data)"
+                )
+    seen = set()
+    for job in jobs:
+        key = (job.entry, tuple(sorted(job.params().items())))
+        if key in seen:
+            shown = " ".join(f"{k}={v}" for k, v in job.params().items())
+            raise UserError(f"profile {path}: the job {job.entry} {shown} is listed twice")
+        seen.add(key)
 
 
 def load(name: str) -> Profile:
@@ -83,13 +112,16 @@ def load(name: str) -> Profile:
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise UserError(f"profile {path}: unknown sections {', '.join(unknown)}")
+    train = train_jobs(path, raw.get("train", []))
+    tune = [entry(path, "tune", params) for params in raw.get("tune", [])]
+    check_jobs(path, {"train": raw.get("train", []), "tune": raw.get("tune", [])}, train + tune)
     return Profile(
         name=path.stem,
         path=path,
         text=text,
         description=str(raw.get("description", "")),
         prepare=entry(path, "prepare", raw.get("prepare", {})),
-        train=tuple(train_jobs(path, raw.get("train", []))),
-        tune=tuple(entry(path, "tune", params) for params in raw.get("tune", [])),
+        train=tuple(train),
+        tune=tuple(tune),
         compare=entry(path, "compare", raw.get("compare", {})),
     )

@@ -559,6 +559,32 @@ def section(val: float, *, official=True, test_official=True, subset=0, main=Tru
     return key, table
 
 
+def test_a_prepare_run_is_reused_only_for_the_folder_it_read(tmp_path, monkeypatch):
+    """With source=auto, FASHION_MNIST_DIR decides what prepare reads: a run that read
+    other files (an edited copy, allowed as unofficial) passed for this data."""
+    from types import SimpleNamespace
+
+    from conftest import write_dataset
+
+    from pipeline import chain, data
+
+    monkeypatch.setenv("FMB_DATA_DIR", str(tmp_path / "data"))
+    here, there = write_dataset(tmp_path / "here"), write_dataset(tmp_path / "there")
+    digest = data.write_cache(data.load_raw(here, allow_unofficial=True), 0.1, 42)[1]["digest"]
+
+    def run(read: Path | None, cached: str = digest):
+        tags = {"dataset.digest": cached, **({"dataset.source": str(read)} if read else {})}
+        return SimpleNamespace(data=SimpleNamespace(tags=tags, params={"source": "auto"}))
+
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(here))
+    assert chain.prepared_usable(run(here))
+    assert not chain.prepared_usable(run(there))  # other files
+    assert not chain.prepared_usable(run(None))  # an older run: prepared again, cheaply
+    assert not chain.prepared_usable(run(here, "0" * 64))  # its cache is gone
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(there))
+    assert not chain.prepared_usable(run(here))
+
+
 def test_the_champion_is_the_best_on_the_main_splits_validation_set():
     """The whole training split and its subsets share one validation split: the best there
     wins, whatever it trained on (a larger subset used to win with a worse score). Another

@@ -448,6 +448,9 @@ def test_bad_parameters_through_mlflow_run_are_one_line(step, stores, tmp_path):
     assert "Traceback" not in result.stderr
     (run,) = runs(stores)  # the run `mlflow run` made: FAILED, nothing logged into it
     assert run.info.status == "FAILED" and not run.data.metrics
+    # but it says why, and which step it was (compare's "Not ranked" table reads both)
+    assert run.data.tags["pipeline.step"] == step
+    assert errors[0].removeprefix("error: ") == run.data.tags["error"]
 
 
 BAD_VALUES = [

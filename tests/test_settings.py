@@ -106,6 +106,37 @@ def test_a_bad_profile_entry_names_the_profile(tmp_path):
         profiles.load(str(bad))
 
 
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('[[train]]\nmodel = "mlp"\nseeds = [1, 1]\n', "seeds repeat a seed"),
+        ('[[train]]\nmodel = "mlp"\nseed = 3\nseeds = [1]\n', "not seed"),
+        ('[[train]]\nmodel = "mlp"\nsplit_seed = 7\n', "split_seed belong in \\[prepare\\]"),
+        ('[[tune]]\nmodel = "mlp"\ndataset = "abcdef12"\n', "dataset belong in"),
+        ('[[tune]]\nmodel = "mlp"\n\n[[tune]]\nmodel = "mlp"\n', "listed twice"),
+    ],
+)
+def test_a_profile_that_main_would_quietly_change_is_refused(tmp_path, body, message):
+    """main gives every job the prepared data (a split setting in a job was replaced), and a
+    job listed twice trained twice."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(body)
+    with pytest.raises(UserError, match=message):
+        profiles.load(str(bad))
+
+
+def test_an_env_manager_that_is_not_installed_is_refused_up_front(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no uv, pyenv or conda here
+    monkeypatch.delenv("MLFLOW_CONDA_HOME", raising=False)
+    for manager, tool in [("uv", "uv"), ("virtualenv", "pyenv"), ("conda", "conda")]:
+        with pytest.raises(UserError, match=f"env_manager={manager} needs {tool}"):
+            config.MainSettings.from_params({"env_manager": manager})
+    config.MainSettings.from_params({"env_manager": "uv", "executor": "ray"})  # not used there
+    (tmp_path / "uv").write_text("#!/bin/sh\n")
+    (tmp_path / "uv").chmod(0o755)
+    config.MainSettings.from_params({"env_manager": "uv"})
+
+
 # --- a configuration's identity --------------------------------------------------------------
 
 

@@ -36,11 +36,37 @@ def run_entry_point(
         )
     except mlflow.exceptions.ExecutionException:
         shown = " ".join(f"{k}={v}" for k, v in params.items())
-        raise UserError(f"step {entry} ({shown}) failed; its run says why") from None
+        try:
+            failed = child_since(experiment_id, run_id, started_ms)
+        except Exception:  # the store may be what failed: say what is known
+            failed = None
+        why = failed.data.tags.get("error", "see its log") if failed else "see its log"
+        where = f"run {failed.info.run_id}" if failed else "its run"
+        raise UserError(f"step {entry} ({shown}) failed in {where}: {why}") from None
     except KeyboardInterrupt:
         killed_not_failed(entry, experiment_id, run_id, started_ms)
         raise
     return submitted.run_id
+
+
+def child_since(experiment_id: str, run_id: str | None, started_ms: int):
+    """The run of the entry point just launched: the one given (a resumed run), or the child
+    of the active run that MLflow made since `started_ms`; None when there is none."""
+    import mlflow
+
+    parent = mlflow.active_run()
+    if run_id:
+        return mlflow.MlflowClient().get_run(run_id)
+    if parent is None:  # not under main: nothing to search by
+        return None
+    found = mlflow.MlflowClient().search_runs(
+        [experiment_id],
+        f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+        f" and attributes.start_time >= {started_ms}",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return found[0] if found else None
 
 
 def killed_not_failed(entry: str, experiment_id: str, run_id: str | None, started_ms: int) -> None:
@@ -56,18 +82,12 @@ def killed_not_failed(entry: str, experiment_id: str, run_id: str | None, starte
         return
     client = mlflow.MlflowClient()
     try:
-        if run_id:
-            runs = [client.get_run(run_id)]
-        else:
-            runs = client.search_runs(
-                [experiment_id],
-                f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
-                f" and attributes.start_time >= {started_ms}",
-            )
-        for run in runs:
-            if run.info.status == "FAILED":
-                client.set_terminated(run.info.run_id, "KILLED")
-            if "pipeline.step" not in run.data.tags:
-                client.set_tag(run.info.run_id, "mlflow.runName", f"{entry} (stopped at start)")
+        run = child_since(experiment_id, run_id, started_ms)
+        if run is None:
+            return
+        if run.info.status == "FAILED":
+            client.set_terminated(run.info.run_id, "KILLED")
+        if "pipeline.step" not in run.data.tags:
+            client.set_tag(run.info.run_id, "mlflow.runName", f"{entry} (stopped at start)")
     except Exception as exc:  # the store may be what went away
         print(f"warning: could not mark the interrupted step KILLED: {exc}", file=sys.stderr)

@@ -197,9 +197,11 @@ def _find_or_create(name: str) -> str:
         return client().get_experiment_by_name(name).experiment_id
 
 
-# What "the code" is for reuse: the package and what decides how it runs. Docs and tests
-# can change without invalidating finished runs.
-CODE_PATHS = ("pipeline", "MLproject", "pyproject.toml", "conda.yaml", "profiles")
+# What "the code" is for reuse: the package and what decides how it runs. Docs, tests and
+# profiles can change without invalidating finished runs: a profile only lists jobs, and
+# each job is matched with its finished run setting by setting (a copied and edited profile
+# reran every job, and split the leaderboard's rows by code version).
+CODE_PATHS = ("pipeline", "MLproject", "pyproject.toml", "conda.yaml")
 
 
 @functools.cache
