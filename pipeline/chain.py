@@ -83,13 +83,13 @@ class Chain:
         found = tracking.finished_step_run(job.entry, self.code_version, self.matches(job), usable)
         if found:
             self.reused += 1
-            say(f"{job.entry} {shown(job)}: reusing finished run {found}")
+            say(f"{job.entry} {job.shown()}: reusing finished run {found}")
         return found
 
     def launch(self, job: profiles.Job, reuse: bool = True) -> executors.Launch:
         resume = self.resumable(job) if reuse else None
         params = {**job.params(), **({"resume": "true"} if resume else {})}
-        say(f"{job.entry} {shown(job)}: " + (f"resuming run {resume}" if resume else "running"))
+        say(f"{job.entry} {job.shown()}: " + (f"resuming run {resume}" if resume else "running"))
         torch = job.entry in ("train", "tune") and not getattr(job.settings, "is_sklearn", False)
         return executors.Launch(job.entry, params, resume, torch)
 
@@ -123,10 +123,6 @@ class Chain:
         if run_id is None:
             raise UserError(self.failed.pop())
         return run_id
-
-
-def shown(job: profiles.Job) -> str:
-    return " ".join(f"{k}={v}" for k, v in job.params().items())
 
 
 def prepared_usable(run) -> bool:

@@ -35,6 +35,10 @@ class Job:
         spelled = self.settings.params()
         return {name: spelled[name] for name in self.given}
 
+    def shown(self) -> str:
+        """The given settings as `name=value ...`, for messages."""
+        return " ".join(f"{k}={v}" for k, v in self.params().items())
+
     def with_params(self, **params) -> Job:
         """The job with more settings given (the data digest and split from prepare)."""
         given = tuple(dict.fromkeys((*self.given, *params)))
@@ -96,8 +100,7 @@ def check_jobs(path: Path, sections: dict[str, list[dict]], jobs: list[Job]) -> 
     for job in jobs:
         key = (job.entry, tuple(sorted(job.params().items())))
         if key in seen:
-            shown = " ".join(f"{k}={v}" for k, v in job.params().items())
-            raise UserError(f"profile {path}: the job {job.entry} {shown} is listed twice")
+            raise UserError(f"profile {path}: the job {job.entry} {job.shown()} is listed twice")
         seen.add(key)
 
 
