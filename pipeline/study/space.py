@@ -60,16 +60,24 @@ SPACES = {
 }
 
 
+def base_choice(name: str, dist: Categorical, settings: TuneSettings) -> Any:
+    """The base settings' value of a categorical as one of its choices: the choice it
+    matches, else the value itself (spelled as text when the choices are text)."""
+    leaf = next(leaf for leaf in TrainSettings.leaves() if leaf.name == name)
+    value = settings.base.value(leaf)
+    spelled = leaf.kind.spell(value)
+    match = [c for c in dist.choices if c == value or str(c) == spelled]
+    if match:
+        return match[0]
+    return spelled if all(isinstance(c, str) for c in dist.choices) else value
+
+
 def choices(name: str, dist: Categorical, settings: TuneSettings) -> list:
     """A categorical's choices, with the base settings' own value added when it is not one
     of them (`augment=rotate`, `batch_size=32`): the first trial is the base configuration,
     and the search is measured against it."""
-    leaf = next(leaf for leaf in TrainSettings.leaves() if leaf.name == name)
-    value = settings.base.value(leaf)
-    spelled = leaf.kind.spell(value)
-    if any(c == value or str(c) == spelled for c in dist.choices):
-        return list(dist.choices)
-    return [*dist.choices, spelled if all(isinstance(c, str) for c in dist.choices) else value]
+    first = base_choice(name, dist, settings)
+    return list(dist.choices) if first in dist.choices else [*dist.choices, first]
 
 
 def suggest(trial, settings: TuneSettings) -> dict[str, Any]:
@@ -104,13 +112,10 @@ def defaults(settings: TuneSettings) -> dict[str, Any]:
 
     base, out = settings.base, {}
     for name, dist in SPACES[settings.space].items():
-        leaf = next(leaf for leaf in TrainSettings.leaves() if leaf.name == name)
-        value = base.value(leaf)
         if isinstance(dist, Categorical):
-            spelled = leaf.kind.spell(value)
-            options = choices(name, dist, settings)
-            out[name] = next(c for c in options if c == value or str(c) == spelled)
+            out[name] = base_choice(name, dist, settings)  # one of choices(), added if need be
             continue
+        value = getattr(base, name)
         if value is None:  # dropout: the model's own
             value = models.default_dropout(base.model, **base.options)
         low, high = dist.bounds(settings)
