@@ -11,12 +11,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from pipeline import cli, engine
-from pipeline.augment import AFFINE, make_augmenter
-from pipeline.config import AUGMENTATIONS, DEVICES
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python bench/bench_augment.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from pipeline import cli, engine  # noqa: E402
+from pipeline.augment import AFFINE, make_augmenter  # noqa: E402
+from pipeline.config import AUGMENTATIONS, DEVICES  # noqa: E402
 
 SETTINGS = {
     "flip": (True, ()),

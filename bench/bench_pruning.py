@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline import cli, config, data, engine, models  # noqa: E402
+from pipeline import cli, config, data, engine, files, models  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 from pipeline.study import search, space  # noqa: E402
 
@@ -153,7 +153,8 @@ def main() -> int:
         # checks --epochs, --subset and --trials before any data is loaded
         settings = config.TuneSettings.from_params({**base, "n_trials": args.trials})
         directory = data.ensure_prepared(allow_unofficial=args.allow_unofficial)
-        splits = data.train_and_val(directory, args.subset, settings.base.seed)
+        # strict, as tune: a subset as large as the split is refused, not silently ignored
+        splits = data.train_and_val(directory, args.subset, settings.base.seed, strict=True)
     except (data.DataError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -187,10 +188,8 @@ def main() -> int:
         )
         share = result["hyperband"]["epochs_mean"] / result["none"]["epochs_mean"]
         print(f"hyperband_vs_none points_below={gap:.2f} epochs_share={share:.2f}")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(
-        json.dumps({"settings": vars(args), "runs": rows, "summary": result}, indent=2)
-    )
+    text = json.dumps({"settings": vars(args), "runs": rows, "summary": result}, indent=2)
+    files.atomic_write_text(Path(args.json), text)
     return 0
 
 

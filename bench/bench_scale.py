@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/bench_scale.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from pipeline import cli, config  # noqa: E402  (standard library only: no torch here)
+from pipeline import cli, config, files, profiles  # noqa: E402  (standard library only: no torch)
+from pipeline.errors import UserError  # noqa: E402
 
 
 def run(profile: str, executor: str, workers: int, data_dir: Path) -> float:
@@ -46,9 +47,18 @@ def run(profile: str, executor: str, workers: int, data_dir: Path) -> float:
     shutil.rmtree(base, ignore_errors=True)
     if done.returncode != 0:
         raise SystemExit(
-            f"error: {' '.join(argv[3:])} failed: {done.stderr.strip().splitlines()[-1:]}"
+            f"error: {' '.join(argv[3:])} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
         )
     return seconds
+
+
+def profile(text: str) -> str:
+    """An argparse type: a profile that loads (name or .toml path), checked before any run."""
+    try:
+        profiles.load(config.ProfileKind().read(text, "profile"))
+    except (ValueError, UserError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def configs(text: str) -> list[tuple[str, int]]:
@@ -73,7 +83,7 @@ def configs(text: str) -> list[tuple[str, int]]:
 
 def main() -> int:
     parser = cli.StepParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--profile", type=profile, default="tiny")
     parser.add_argument(
         "--configs", type=configs, default="local,ray:1,ray:2", help="local, ray:<workers>"
     )
@@ -95,7 +105,9 @@ def main() -> int:
                 f"speedup executor=ray workers={row['workers']} vs local: {local / row['seconds']:.2f}x"
             )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"profile": args.profile, "runs": rows}, indent=2))
+    files.atomic_write_text(
+        Path(args.json), json.dumps({"profile": args.profile, "runs": rows}, indent=2)
+    )
     return 0
 
 

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/bench_train.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from pipeline import cli, config, data, engine, models  # noqa: E402
+from pipeline import cli, config, data, engine, files, models  # noqa: E402
 
 TRAIN_SIZE = 54_000  # images per epoch with the default split
 # The default set and the options each runs with.
@@ -225,10 +225,12 @@ def mlflow_overhead(name: str, epochs: int, subset: int) -> dict | None:
     with PyTorch only)."""
     import os
 
-    try:
-        from pipeline import fit, tracking
+    try:  # pipeline.fit and .tracking import mlflow only when used, so ask for it here
+        import mlflow  # noqa: F401
     except ImportError:
         return None
+    from pipeline import fit, tracking
+
     with tempfile.TemporaryDirectory(prefix="fmb-overhead-") as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         os.environ["FMB_MLRUNS_DIR"] = tmp
@@ -244,7 +246,7 @@ def mlflow_overhead(name: str, epochs: int, subset: int) -> dict | None:
     # between two epochs' hooks the run logs only the later epoch's metrics
     per_epoch = [b - a for a, b in zip(marks, marks[1:], strict=False)]
     epoch_s = summary["train_time_s"] / summary["epochs_run"]
-    per_epoch_s = statistics.median(per_epoch) if per_epoch else float("nan")
+    per_epoch_s = statistics.median(per_epoch)  # --overhead-epochs is 2 at least
     return {
         "model": name,
         "epochs": epochs,
@@ -372,7 +374,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         metavar="MODEL",
         help="model of the real training run whose tracking time is measured; none = skip",
     )
-    parser.add_argument("--overhead-epochs", type=cli.at_least(1), default=3)
+    # two at least: the per-epoch figure is the time between two epochs' hooks
+    parser.add_argument("--overhead-epochs", type=cli.at_least(2), default=3)
     parser.add_argument(
         "--overhead-subset", type=cli.at_least(0), default=0, help="0 = all 54,000 images"
     )
@@ -390,7 +393,11 @@ def main(args: argparse.Namespace) -> int:
         return 2
     # resolved once: "bf16" or "fp32" from here on, for the engine and the pure variant alike
     args.precision = engine.resolve_precision(args.precision, device)
-    split, kind = bench_images(args.images)
+    try:
+        split, kind = bench_images(args.images)
+    except data.DataError as exc:  # a damaged cache
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     names = args.models
     print(
         f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -432,8 +439,8 @@ def main(args: argparse.Namespace) -> int:
         "loadavg": _loadavg(),
     }
     path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"meta": meta, "rows": rows, "mlflow_overhead": overhead}, indent=1))
+    text = json.dumps({"meta": meta, "rows": rows, "mlflow_overhead": overhead}, indent=1)
+    files.atomic_write_text(path, text)
     print(f"wrote {path}")
     return 0
 

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/time_to_accuracy.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from pipeline import cli, config, data, engine, models, profiles  # noqa: E402
+from pipeline import cli, config, data, engine, files, models, profiles  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 
 
@@ -258,6 +258,25 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def writable_folder(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--json {path}: cannot create its folder ({exc.strerror})") from None
+
+
+def check_model(settings) -> None:
+    """The model and its options, checked before any data is read: built on the meta
+    device (shapes only, no memory, no time)."""
+    if settings.model not in config.TORCH_MODEL_NAMES:
+        raise ValueError(
+            f"model {settings.model!r} is not a torch model; choose one of"
+            f" {', '.join(config.TORCH_MODEL_NAMES)}"
+        )
+    with torch.device("meta"):
+        models.build_model(settings.model, dropout=settings.dropout, **settings.options)
+
+
 def pick_device(name: str) -> torch.device:
     """auto: CUDA when visible, else the CPU (MPS only when asked for by name)."""
     if name == "auto":
@@ -292,6 +311,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         device = pick_device(args.device)
         settings, targets = recipe_from_args(args, device.type)
+        check_model(settings)
+        if args.json:  # a path that cannot be written fails now, not after the training
+            writable_folder(Path(args.json))
         compile_model = engine.resolve_compile(args.compile, device, settings.model)
         precision = engine.resolve_precision(settings.precision, device)
         splits = load_splits(args.subset, args.allow_unofficial, args.seed)
@@ -321,9 +343,7 @@ def main(args: argparse.Namespace) -> int:
         print(line)
     print(f"# wall {time.perf_counter() - started:.1f} s in all (with test scoring, compile)")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(outcome), indent=1))
+        files.atomic_write_text(Path(args.json), json.dumps(asdict(outcome), indent=1))
     return 0 if all(math.isfinite(a) for a in outcome.curve.test_accuracy) else 1
 
 

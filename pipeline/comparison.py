@@ -16,20 +16,25 @@ import pandas as pd
 from pipeline import config, identity, leaderboard, plots, report, tracking
 from pipeline.leaderboard import Section
 
-CHAMPION_METRICS = (
-    "test_accuracy",
-    "test_precision_macro",
-    "test_recall_macro",
-    "test_f1_macro",
-    "val_accuracy",
-)
-
 
 def correct_predictions(run_id: str) -> np.ndarray:
     """(10000,) bool: per test image, whether the run's prediction was right."""
     with tracking.artifact(run_id, "predictions.csv") as path:
         frame = pd.read_csv(path, usecols=["index", "true", "predicted"]).sort_values("index")
     return (frame["true"] == frame["predicted"]).to_numpy()
+
+
+def champion_metrics(best: pd.Series, recs: pd.DataFrame) -> dict[str, float]:
+    """`champion_<metric>`: the registered run's own figures, what `@champion` loads and
+    scores; `champion_<metric>_mean`: its configuration's mean over seeds (the leaderboard
+    row, by which the champion was chosen)."""
+    own = recs[recs["run_id"] == best["best_run_id"]]
+    values = {
+        f"champion_{k}": float(own[k].iloc[0]) for k in leaderboard.SUMMARY_METRICS if k in own
+    }
+    values["champion_val_accuracy"] = float(leaderboard.val_accuracy(own).iloc[0])
+    means = (*leaderboard.SUMMARY_METRICS, "val_accuracy")
+    return values | {f"champion_{k}_mean": float(best[f"{k}_mean"]) for k in means}
 
 
 def register(best: pd.Series, section: Section) -> str:
@@ -130,8 +135,7 @@ def compare(run_id: str, metric: str) -> dict:
         tracking.set_tags(
             run_id, {"champion.run_id": best["best_run_id"], "champion.section": section.name}
         )
-        values = {f"champion_{k}": float(best[f"{k}_mean"]) for k in CHAMPION_METRICS}
-        tracking.log_metrics(run_id, values)
+        tracking.log_metrics(run_id, champion_metrics(best, recs))
     tracking.log_metrics(run_id, {k: v for k, v in result.items() if k.startswith("n_")})
     log_report(run_id, tables, unranked, best, recs)
     result["lines"] = summary_lines(tables, best, section)

@@ -223,10 +223,25 @@ def dataset_digest(raw: RawData, split_hash: str, val_fraction: float, seed: int
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def _sklearn_splitter(purpose: str, otherwise: str):
+    """scikit-learn's train_test_split, which draws every split and subset (so one seed
+    gives the same images everywhere). A PyTorch-only machine (the benchmarks' GPU image)
+    can still train from a cache prepared elsewhere, if not draw a new split there."""
+    try:
+        from sklearn.model_selection import train_test_split
+    except ImportError:
+        raise DataError(
+            f"{purpose} needs scikit-learn, which is not installed here: install it, or {otherwise}"
+        ) from None
+    return train_test_split
+
+
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int):
     """Seeded, stratified train/val indices (sorted, disjoint, covering every index)."""
-    from sklearn.model_selection import train_test_split
-
+    train_test_split = _sklearn_splitter(
+        "drawing the validation split",
+        "prepare the data where it is and point FMB_DATA_DIR at that folder",
+    )
     # scikit-learn's sizes (validation rounded up); stratifying needs one image per class
     # in each part, which its own error says in scikit-learn's terms, after a traceback
     n_val = math.ceil(val_fraction * len(labels))
@@ -248,8 +263,9 @@ def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     """Sorted indices of a stratified sample of `size` (all indices when size >= len)."""
     if size <= 0 or size >= len(labels):
         return np.arange(len(labels))
-    from sklearn.model_selection import train_test_split
-
+    train_test_split = _sklearn_splitter(
+        "drawing a training subset", "train on the whole split (subset 0)"
+    )
     chosen, _ = train_test_split(
         np.arange(len(labels)), train_size=size, stratify=labels, random_state=seed
     )

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline import config
+from pipeline import config, files
 from pipeline.augment import make_augmenter
 from pipeline.data import Split
 
@@ -349,8 +349,8 @@ class Trainer:
                 self.scheduler.step()
             loss_sum += loss.detach() * len(idx)
             correct += (logits.argmax(1) == y).sum()
-        seconds = time.perf_counter() - start
         mean_loss = float(loss_sum) / n  # one host sync per epoch, not per batch
+        seconds = time.perf_counter() - start  # after the sync: a GPU's queued steps count
         if not math.isfinite(mean_loss):
             raise NonFiniteLoss(
                 f"training loss became {mean_loss} in epoch {self.state.epoch + 1}; "
@@ -548,20 +548,7 @@ def resolve_compile(mode: str | bool, device: torch.device, model_name: str) -> 
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temp file, fsync, rename: a crash leaves the old file or the new,
-    and a failed write (a full disk) removes its temp file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    files.atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def load_checkpoint_file(path: Path, device: torch.device) -> dict:

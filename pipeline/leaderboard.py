@@ -225,7 +225,7 @@ def _metric_column(metric: str) -> tuple[str, str | None, bool]:
     return f"{metric}_mean", metric, ascending
 
 
-def _val_accuracy(group: pd.DataFrame) -> pd.Series:
+def val_accuracy(group: pd.DataFrame) -> pd.Series:
     """Each run's validation accuracy of the model it logged: `logged_val_accuracy`, which
     differs from the best epoch's `best_val_accuracy` under restore_best=false (the last
     epoch's weights are logged); runs from before that key existed fall back on it."""
@@ -241,7 +241,7 @@ def _best_run(group: pd.DataFrame) -> pd.Series:
 
     Never the highest test accuracy: the test set is for reporting, not for choosing.
     """
-    order = group.assign(_val=_val_accuracy(group)).sort_values(
+    order = group.assign(_val=val_accuracy(group)).sort_values(
         ["_val", "seed", "run_id"], ascending=[False, True, True], na_position="last"
     )
     return order.iloc[0]
@@ -265,8 +265,8 @@ def _summarise(group: pd.DataFrame, extra: str | None) -> dict:
     for name in (*SUMMARY_METRICS, *((extra,) if extra else ())):
         row[f"{name}_mean"] = _num(group, name).mean()
         row[f"{name}_std"] = _num(group, name).std(ddof=1)  # NaN for one seed
-    row["val_accuracy_mean"] = _val_accuracy(group).mean()
-    row["val_accuracy_std"] = _val_accuracy(group).std(ddof=1)
+    row["val_accuracy_mean"] = val_accuracy(group).mean()
+    row["val_accuracy_std"] = val_accuracy(group).std(ddof=1)
     row["val_log_loss_mean"] = _num(group, "val_log_loss").mean()
     row["n_params"] = _num(group, "n_params").median()
     row["train_time_s_mean"] = _num(group, "train_time_s").mean()
@@ -519,9 +519,14 @@ def _seeds(row: pd.Series) -> list[float]:
 def _test(row: pd.Series, nxt: pd.Series, loaded: Callable) -> tuple[float, str, int]:
     """(p value, method, direction) of one row against the next: Welch's t on the per-seed
     test accuracies when both have 2+ seeds (what the rows rank by), else McNemar's test of
-    the two best runs on the same images (run against run). direction: +1 better, -1 worse."""
+    the two best runs on the same images (run against run). direction: +1 better, -1 worse.
+
+    Seeds that all gave the same accuracy on both sides (a deterministic model such as
+    logreg's lbfgs, which ignores its seed) leave Welch no variance to work with: its t is
+    NaN for equal means and a meaningless ~1e-29 p value for unequal ones. Those rows are
+    single runs in effect, so McNemar compares them."""
     a, b = _seeds(row), _seeds(nxt)
-    if len(a) >= 2 and len(b) >= 2:
+    if len(a) >= 2 and len(b) >= 2 and (np.ptp(a) > 0 or np.ptp(b) > 0):
         result = welch(a, b)
         return (
             result["p_value"],

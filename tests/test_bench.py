@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 from conftest import REAL_DATA, run_script
@@ -116,3 +118,55 @@ def test_bench_scale_tiny(real_prepared, bench_env, tmp_path):
         result.stdout
     )
     assert json.loads((tmp_path / "s.json").read_text())["runs"][0]["executor"] == "local"
+
+
+def test_bench_augment_tiny(bench_env):
+    args = ["--iters", "2", "--warmup", "0", "--repeats", "1", "--batch-size", "8"]
+    result = run_script("bench_augment.py", args, bench_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if "images/s" in line]
+    assert [row.split()[0] for row in rows] == [
+        "flip",
+        "flip+rotate+shift+zoom+shear",
+        "flip+rotate+shift+zoom+shear+erase",
+    ]
+    assert all(re.search(r"best +[\d,]+ +median +[\d,]+ images/s$", row) for row in rows), rows
+
+
+BLOCKER = """import sys
+HIDDEN = {"mlflow", "optuna", "pandas"}  # the GPU image has PyTorch and none of these
+class Hide:  # a finder that finds none of HIDDEN: they look not installed, to find_spec too
+    def __init__(self, inner):
+        self.inner = inner
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HIDDEN:
+            return None
+        return self.inner.find_spec(name, path, target)
+sys.meta_path[:] = [Hide(finder) for finder in sys.meta_path]
+"""
+
+
+@pytest.fixture
+def torch_only_env(bench_env, tmp_path) -> dict[str, str]:
+    """bench_env where importing mlflow, optuna or pandas fails, as it does on the GPU
+    machine (a sitecustomize on PYTHONPATH installs the import blocker at start-up)."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCKER)
+    return {**bench_env, "PYTHONPATH": str(tmp_path / "site")}
+
+
+def test_the_benchmarks_run_with_torch_and_numpy_alone(torch_only_env, tmp_path):
+    probe = [sys.executable, "-c", "import mlflow"]
+    assert subprocess.run(probe, env=torch_only_env, capture_output=True).returncode != 0  # blocked
+    args = ["--subset", "200", "--epochs", "1", "--allow-unofficial", "--compile", "false"]
+    result = run_script("time_to_accuracy.py", [*args, "--threads", "1"], torch_only_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sum(bool(LINE.match(line)) for line in result.stdout.splitlines()) == 2
+    args = ["--models", "mlp", "--images", "128", "--repeats", "1", "--mlflow-overhead", "mlp"]
+    out = ["--threads", "1", "--json", str(tmp_path / "b.json")]
+    result = run_script("bench_train.py", [*args, *out], torch_only_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mlflow_overhead skipped: MLflow is not installed here" in result.stdout
+    assert json.loads((tmp_path / "b.json").read_text())["mlflow_overhead"] is None

@@ -356,6 +356,23 @@ def test_rows_with_several_seeds_use_welch_on_per_seed_accuracies():
     assert out["note_vs_next"][0].startswith("significantly better")
 
 
+def test_rows_whose_seeds_all_agree_use_mcnemar_instead_of_a_varianceless_welch():
+    # logreg's lbfgs ignores its seed: every seed gives one accuracy, so Welch has no variance
+    # (NaN t for equal means, a spurious p~1e-29 for unequal ones)
+    first = np.random.default_rng(1).random(10_000) < 0.8
+    same, worse = first.copy(), worse_copy(first, 15, 3)  # the exact test's regime
+    arrays = {"a0": first, "b0": same, "c0": worse}
+    rows = [scored(f"a{i}", 0.8, 0.81, key="ka", seed=i) for i in range(2)]
+    rows += [scored(f"b{i}", 0.8, 0.80, key="kb", seed=i) for i in range(2)]
+    rows += [scored(f"c{i}", 0.797, 0.79, key="kc", seed=i) for i in range(3)]
+    table = lb.aggregate(lb.records(frame(*rows)))
+    out = lb.add_significance(table, lambda run_id: arrays[run_id])
+    assert out["test_vs_next"].tolist()[:2] == ["McNemar, best run vs best run"] * 2
+    assert out["note_vs_next"][0].startswith("not significantly different")  # identical runs
+    b, c = int(np.sum(same & ~worse)), int(np.sum(~same & worse))
+    assert out["p_vs_next"][1] == pytest.approx(stats.binomtest(b, b + c, 0.5).pvalue)
+
+
 # --- rendering and references --------------------------------------------------------------
 
 

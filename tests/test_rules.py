@@ -19,7 +19,17 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "pipeline"
 MAX_FUNCTION_LINES = 60
 MAX_STEPS_LINES = 800
-LOWER_LAYERS = ("data", "augment", "models", "engine", "metrics", "plots", "values", "config")
+LOWER_LAYERS = (
+    "data",
+    "augment",
+    "models",
+    "engine",
+    "metrics",
+    "plots",
+    "values",
+    "config",
+    "files",
+)
 
 
 def module_name(path: Path) -> str:

@@ -30,20 +30,27 @@ class Overhead:
 
     seconds: float = 0.0
     calls: int = 0
+    depth: int = 0  # timed blocks open now: a block inside another is counted once
+    started: float = 0.0  # when the outermost open block began
 
 
 OVERHEAD = Overhead()
 
 
-class timed:
-    """Adds the time of its block to OVERHEAD."""
+class timed(contextlib.ContextDecorator):
+    """Adds the time of its block (or of the function it decorates) to OVERHEAD; a block
+    inside another timed block is already counted by it."""
 
     def __enter__(self):
-        self.started = time.perf_counter()
+        if OVERHEAD.depth == 0:
+            OVERHEAD.started = time.perf_counter()
+        OVERHEAD.depth += 1
 
     def __exit__(self, *exc):
-        OVERHEAD.seconds += time.perf_counter() - self.started
-        OVERHEAD.calls += 1
+        OVERHEAD.depth -= 1
+        if OVERHEAD.depth == 0:
+            OVERHEAD.seconds += time.perf_counter() - OVERHEAD.started
+            OVERHEAD.calls += 1
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,7 @@ def step_run(
             end(status, reachable)
 
 
+@log.timed()
 def _start(step, name, tags, run_id, system_metrics):
     """The step's run, started or continued, tagged with the step, code and process."""
     import mlflow
@@ -171,6 +172,7 @@ def gone_message(run_id: str, exc: BaseException) -> str:
     )
 
 
+@log.timed()
 def end(status: str, reachable: bool) -> None:
     """End the active run. With the server gone that fails too: the run stays unfinished
     there until a resume continues it (or the next step's stale-run check ends it), and the
@@ -184,6 +186,7 @@ def end(status: str, reachable: bool) -> None:
             raise
 
 
+@log.timed()
 def child_run(parent_id: str, name: str, tags: dict[str, str]) -> str:
     """A run nested under `parent_id`, which may belong to another process (so not
     `mlflow.start_run(parent_run_id=...)`, which insists on the active run as parent); it
@@ -222,6 +225,7 @@ def project_child_run(parent_id: str, entry: str) -> str:
     return child_run(parent_id, f"{entry} (queued)", tags)
 
 
+@log.timed()
 def close_run(run_id: str | None, status: str, tags: dict[str, str] | None = None) -> None:
     """End a run left RUNNING; a tracking error is reported, never fatal."""
     if not run_id:
@@ -236,6 +240,7 @@ def close_run(run_id: str | None, status: str, tags: dict[str, str] | None = Non
         print(f"warning: could not close MLflow run {run_id}: {exc}", file=sys.stderr)
 
 
+@log.timed()
 def get_run(run_id: str):
     """The run (an mlflow Run: info, data.tags/params/metrics); UserError when missing."""
     try:
@@ -247,6 +252,7 @@ def get_run(run_id: str):
         ) from None
 
 
+@log.timed()
 def set_tags(run_id: str, tags: dict[str, str]) -> None:
     for key, value in tags.items():
         client().set_tag(run_id, key, str(value))
