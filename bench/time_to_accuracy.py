@@ -266,15 +266,13 @@ def writable_folder(path: Path) -> None:
 
 
 def check_model(settings) -> None:
-    """The model and its options, checked before any data is read: built on the meta
-    device (shapes only, no memory, no time)."""
+    """The model and its options, checked before any data is read."""
     if settings.model not in config.TORCH_MODEL_NAMES:
         raise ValueError(
             f"model {settings.model!r} is not a torch model; choose one of"
             f" {', '.join(config.TORCH_MODEL_NAMES)}"
         )
-    with torch.device("meta"):
-        models.build_model(settings.model, dropout=settings.dropout, **settings.options)
+    models.check_options(settings.model, settings.options, settings.dropout)
 
 
 def pick_device(name: str) -> torch.device:

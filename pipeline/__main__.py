@@ -64,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def note_failure(step: str, message: str) -> None:
     """A step started by `mlflow run` that refuses its input before its run begins leaves
-    MLflow's run FAILED with no word of why, and without the step tag compare's "Not
-    ranked" table reads: say both on it. A run the step had begun (or a resumed one) has
-    its tags already and is left as it is. Never fatal."""
+    MLflow's run FAILED with no word of why, without the step tag compare's "Not ranked"
+    table reads, and under MLflow's random name (adjective-animal-123): say all three on it.
+    A run the step had begun (or a resumed one) has its tags already and is left as it is.
+    Never fatal."""
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if not run_id:
         return
@@ -75,7 +76,10 @@ def note_failure(step: str, message: str) -> None:
 
         if "pipeline.step" not in tracking.get_run(run_id).data.tags:
             line = " ".join(message.split())[:5000]  # as the `error:` line says it
-            tracking.set_tags(run_id, {"pipeline.step": step, "error": line})
+            name = f"{step} (refused)"
+            tracking.set_tags(
+                run_id, {"pipeline.step": step, "error": line, "mlflow.runName": name}
+            )
     except Exception:  # the store may be what failed
         pass
 

@@ -67,6 +67,20 @@ def print_result(result: dict) -> None:
     sys.stdout.flush()
 
 
+class Once(argparse.Action):
+    """Stores a setting's value, refusing a second one: argparse would keep the last, and
+    `mlflow run -P batch-size=64` (the MLproject's `--batch_size 128`, then `--batch-size
+    64`) trained with 64 while MLflow logged batch_size=128."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if hasattr(namespace, self.dest):  # unset settings are absent (SUPPRESS)
+            parser.error(
+                f"{self.dest} given twice ({getattr(namespace, self.dest)!r}, then"
+                f" {option_string} {values!r}); give each setting once"
+            )
+        setattr(namespace, self.dest, values)
+
+
 def help_text(leaf: config.Leaf, default: str) -> str:
     unit = f"{leaf.unit}; " if leaf.unit else ""
     what = leaf.kind.describe()
@@ -87,6 +101,7 @@ def parser_for(step: str, description: str = "") -> StepParser:
         parser.add_argument(
             *flags,
             dest=leaf.name,
+            action=Once,
             default=argparse.SUPPRESS,  # unset: the settings class's default applies
             metavar=leaf.name.upper(),
             help=help_text(leaf, defaults[leaf.name]),

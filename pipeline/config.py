@@ -586,7 +586,7 @@ class EvaluateSettings(Settings):
         "latest",
         v.RunIds(),
         "the train run(s) to evaluate: an id, ids separated by commas, or latest (the newest"
-        " finished train run not evaluated yet)",
+        " finished train run)",
     )
     tta: str = setting(
         "none",

@@ -68,6 +68,9 @@ def entry(path: Path, step: str, params: dict) -> Job:
 # Set once for the whole profile, in [prepare]: main gives every job the prepared data and
 # its split, so a value in a [[train]] or [[tune]] entry would be replaced silently.
 DATA_KEYS = ("dataset", "val_fraction", "split_seed")
+# Continues one killed run by its id: a profile's jobs start runs (and main resumes its own
+# killed ones by itself).
+RUN_KEYS = ("resume",)
 
 
 def train_jobs(path: Path, entries: list[dict]) -> list[Job]:
@@ -85,6 +88,20 @@ def train_jobs(path: Path, entries: list[dict]) -> list[Job]:
     return jobs
 
 
+def check_shape(path: Path, raw: dict) -> None:
+    """[prepare] and [compare] are tables, [[train]] and [[tune]] lists of tables (TOML's
+    `[train]` for `[[train]]` is an easy slip), description a string."""
+    for name in ("prepare", "compare"):
+        if not isinstance(raw.get(name, {}), dict):
+            raise UserError(f"profile {path}: {name} must be a table, [{name}]")
+    for name in ("train", "tune"):
+        entries = raw.get(name, [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise UserError(f"profile {path}: {name} must be a list of tables, [[{name}]]")
+    if not isinstance(raw.get("description", ""), str):
+        raise UserError(f"profile {path}: description must be a string")
+
+
 def check_jobs(path: Path, sections: dict[str, list[dict]], jobs: list[Job]) -> None:
     """No data or split setting outside [prepare], and no job twice (it would train twice,
     and on Ray two processes could resume one killed run at once)."""
@@ -96,9 +113,14 @@ def check_jobs(path: Path, sections: dict[str, list[dict]], jobs: list[Job]) -> 
                     f"profile {path}, [[{step}]]: {', '.join(given)} belong in [prepare] (main"
                     " gives every job the prepared data)"
                 )
+            if set(params) & set(RUN_KEYS):
+                raise UserError(
+                    f"profile {path}, [[{step}]]: resume continues one run by its id; a"
+                    " profile starts runs (main resumes its own killed runs by itself)"
+                )
     seen = set()
-    for job in jobs:
-        key = (job.entry, tuple(sorted(job.params().items())))
+    for job in jobs:  # every setting, defaults included: batch_size=128 written out is no change
+        key = (job.entry, tuple(sorted(job.settings.params().items())))
         if key in seen:
             raise UserError(f"profile {path}: the job {job.entry} {job.shown()} is listed twice")
         seen.add(key)
@@ -115,6 +137,7 @@ def load(name: str) -> Profile:
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise UserError(f"profile {path}: unknown sections {', '.join(unknown)}")
+    check_shape(path, raw)
     train = train_jobs(path, raw.get("train", []))
     tune = [entry(path, "tune", params) for params in raw.get("tune", [])]
     check_jobs(path, {"train": raw.get("train", []), "tune": raw.get("tune", [])}, train + tune)

@@ -189,6 +189,21 @@ def test_tta_flip_adds_its_own_keys_and_keeps_test_accuracy(tiny_sqlite, monkeyp
     assert all(n == 1 for k, n in lengths.items() if k.startswith("test_")), lengths
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_evaluate_defaults_to_the_newest_finished_train_run(tiny_sqlite, monkeypatch):
+    """INTERFACE.md: run_id defaults to the newest finished train run, evaluated or not (so
+    `evaluate --tta flip` after `evaluate` adds to that run, not to an older one)."""
+    from pipeline import tracking
+
+    for key, value in tiny_sqlite.env.items():
+        monkeypatch.setenv(key, value)
+    newest = max(train_runs(tiny_sqlite), key=lambda r: r.info.start_time)
+    assert newest.data.tags.get("evaluated") == "true"  # evaluated already, still the default
+    with tracking_to(tiny_sqlite.uri):
+        assert tracking.latest_train_run() == newest.info.run_id
+
+
 # --- what evaluate refuses -------------------------------------------------------------------
 
 

@@ -183,19 +183,25 @@ def test_metrics_ci_brackets_accuracy(computed):
 
 
 def _mcnemar_reference(table: np.ndarray) -> tuple[float, float]:
-    """(statistic, p) from the 2x2 table [[both right, A only], [B only, both wrong]]."""
+    """(statistic, p) from the 2x2 table [[both right, A only], [B only, both wrong]], by
+    another road than metrics.mcnemar's: the exact test is the two-sided binomial tail (the
+    doubled CDF), the corrected chi-square the square of the continuity-corrected normal z
+    of the same sign test (chi2(1) is z squared), its p the two normal tails."""
     b, c = int(table[0, 1]), int(table[1, 0])
-    exact = b + c < 25
-    try:
-        from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
-    except ImportError:
-        if exact:  # two-sided binomial tail, doubled, from the CDF
-            return float(b), min(1.0, 2 * stats.binom.cdf(min(b, c), b + c, 0.5))
-        statistic = (abs(table[0, 1] - table[1, 0]) - 1) ** 2 / (table[0, 1] + table[1, 0])
-        return statistic, stats.chi2(1).sf(statistic)
-    result = sm_mcnemar(table, exact=exact, correction=True)
-    # statsmodels' exact statistic is min(b, c); ours is b. The p-value is what matters.
-    return (float(b) if exact else result.statistic), result.pvalue
+    if b + c < 25:
+        return float(b), min(1.0, 2 * stats.binom.cdf(min(b, c), b + c, 0.5))
+    z = (abs(b - c) - 1) / np.sqrt(b + c)
+    return z**2, 2 * stats.norm.sf(z)
+
+
+def test_mcnemar_matches_a_published_value():
+    """R's mcnemar.test (continuity-corrected) on [[500, 40], [15, 45]]: X2 = 10.473,
+    p = 0.001211."""
+    pairs = [(True, True)] * 500 + [(True, False)] * 40 + [(False, True)] * 15
+    pairs += [(False, False)] * 45
+    got = metrics.mcnemar(*np.array(pairs).T)
+    assert got["statistic"] == pytest.approx(10.4727, abs=1e-4)
+    assert got["p_value"] == pytest.approx(0.0012115, abs=1e-7)
 
 
 @pytest.mark.parametrize(

@@ -270,6 +270,8 @@ def test_baselines_are_seeded(tiny_set) -> None:
     x, y = tiny_set
     a, b = (build_baseline("random_forest", seed=7).fit(x, y) for _ in range(2))
     np.testing.assert_array_equal(a.predict_proba(x), b.predict_proba(x))
+    other = build_baseline("random_forest", seed=8).fit(x, y)  # the seed is used, too
+    assert not np.array_equal(a.predict_proba(x), other.predict_proba(x))
 
 
 @pytest.mark.parametrize("name", ["lenet5", "cnn1"])

@@ -114,6 +114,16 @@ def test_a_bad_profile_entry_names_the_profile(tmp_path):
         ('[[train]]\nmodel = "mlp"\nsplit_seed = 7\n', "split_seed belong in \\[prepare\\]"),
         ('[[tune]]\nmodel = "mlp"\ndataset = "abcdef12"\n', "dataset belong in"),
         ('[[tune]]\nmodel = "mlp"\n\n[[tune]]\nmodel = "mlp"\n', "listed twice"),
+        # the default written out is the same job
+        ('[[train]]\nmodel = "mlp"\n\n[[train]]\nmodel = "mlp"\nbatch_size = 128\n', "twice"),
+        (
+            '[[train]]\nmodel = "mlp"\nresume = "0123456789abcdef0123456789abcdef"\n',
+            "resume continues one run",
+        ),
+        ('[train]\nmodel = "mlp"\n', "train must be a list of tables, \\[\\[train\\]\\]"),
+        ("train = 5\n", "train must be a list of tables"),
+        ("[[prepare]]\nsplit_seed = 1\n", "prepare must be a table"),
+        ("description = 3\n", "description must be a string"),
     ],
 )
 def test_a_profile_that_main_would_quietly_change_is_refused(tmp_path, body, message):
@@ -123,6 +133,19 @@ def test_a_profile_that_main_would_quietly_change_is_refused(tmp_path, body, mes
     bad.write_text(body)
     with pytest.raises(UserError, match=message):
         profiles.load(str(bad))
+
+
+def test_main_refuses_a_profile_model_option_before_any_run(tmp_path):
+    from pipeline.steps import main
+
+    bad = tmp_path / "bad.toml"
+    for body, message in [
+        ('[[train]]\nmodel = "mlp"\noptions = {blocks = 4}\n', "unknown option 'blocks'"),
+        ('[[tune]]\nmodel = "fastnet"\noptions = {widths = [1]}\n', "2 to 5 blocks"),
+    ]:
+        bad.write_text(body)
+        with pytest.raises(UserError, match=f"bad.toml, \\[\\[.*{message}"):
+            main.check_models(profiles.load(str(bad)))
 
 
 def test_an_env_manager_that_is_not_installed_is_refused_up_front(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
 from torch import nn
 
 from pipeline.models import baselines, cnn, fast, mlp, resnet, rnn
@@ -121,6 +122,17 @@ def build_model(name: str, dropout: float | None = None, **options: Any) -> nn.M
     return spec.builder(dropout=dropout, **options)
 
 
+def check_options(name: str, options: dict[str, Any], dropout: float | None = None) -> None:
+    """ValueError (one line) unless the model builds with these options and dropout, checked
+    before any run or data: torch models are built on the meta device (shapes only, no
+    memory, no time), baselines unfitted."""
+    if get_spec(name).kind == "sklearn":
+        build_baseline(name, 0, **options)
+        return
+    with torch.device("meta"):
+        build_model(name, dropout=dropout, **options)
+
+
 def default_dropout(name: str, **options: Any) -> float:
     """The rate `dropout=None` stands for: the largest dropout rate of the model built with
     it. Each builder declares its own default; passing this rate builds the same model
@@ -186,4 +198,5 @@ __all__ = [
     "is_sklearn",
     "model_summary",
     "resolved_options",
+    "check_options",
 ]

@@ -17,9 +17,9 @@ def main(settings: EvaluateSettings) -> int:
     tracking.check_reachable()
     ids = settings.run_id.split(",")
     if settings.run_id == "latest":
-        latest = tracking.latest_unevaluated()
+        latest = tracking.latest_train_run()
         if latest is None:
-            raise UserError("no finished, unevaluated train run in this experiment; pass run_id")
+            raise UserError("no finished train run in this experiment; pass run_id")
         ids = [latest]
     # every run and its data are checked before the evaluate run starts
     targets = [evaluation.check(i, settings.allow_unofficial) for i in ids]

@@ -43,10 +43,25 @@ def show(compare_run: str, experiment: str, main_run: str) -> None:
     )
 
 
+def check_models(profile) -> None:
+    """Each job's model builds with its options (profiles, standard library only, cannot
+    build one): a bad option fails now, not in a child run after prepare."""
+    from pipeline import models
+    from pipeline.errors import UserError
+
+    for job in (*profile.train, *profile.tune):
+        s = job.settings if job.entry == "train" else job.settings.base
+        try:
+            models.check_options(s.model, s.options, s.dropout)
+        except ValueError as exc:
+            raise UserError(f"profile {profile.path}, [[{job.entry}]]: {exc}") from None
+
+
 def main(settings: MainSettings) -> int:
     from pipeline import profiles
 
     profile = profiles.load(settings.profile)  # every entry checked before any run starts
+    check_models(profile)
     from pipeline import executors, tracking
 
     tracking.apply_defaults()

@@ -44,7 +44,7 @@ from pipeline.tracking.runs import (
     set_tags,
     step_run,
 )
-from pipeline.tracking.search import finished_step_run, latest_unevaluated, runs, runs_frame
+from pipeline.tracking.search import finished_step_run, latest_train_run, runs, runs_frame
 from pipeline.tracking.store import (
     apply_defaults,
     check_reachable,
@@ -74,7 +74,7 @@ __all__ = [
     "get_run",
     "is_active",
     "live_owner",
-    "latest_unevaluated",
+    "latest_train_run",
     "load_model",
     "log_datasets",
     "log_figure",
