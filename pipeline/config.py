@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -202,10 +202,12 @@ def setting(default: Any, kind: v.Kind, help: str, unit: str = "", identity: boo
     return field(default=default, metadata=meta)
 
 
-def part(default: Settings, hidden: tuple[str, ...] = ()):
+def part(default: Settings, hidden: tuple[str, ...] = (), notes: dict[str, str] | None = None):
     """A group of settings nested in another; its fields appear flat on the command line
-    and in MLproject, except the `hidden` ones (left at their defaults)."""
-    return field(default_factory=lambda: default, metadata={"part": True, "hidden": hidden})
+    and in MLproject, except the `hidden` ones (left at their defaults). `notes`: what a
+    field means here beyond its own help (added to it)."""
+    metadata = {"part": True, "hidden": hidden, "notes": notes or {}}
+    return field(default_factory=lambda: default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -244,8 +246,15 @@ class Settings:
         for f in fields(cls):  # type: ignore[arg-type]
             if "part" in f.metadata:
                 default = f.default_factory()  # type: ignore[misc]
+                notes = f.metadata["notes"]
                 out += [
-                    Leaf(leaf.name, (f.name, *leaf.path), *_details(leaf))
+                    replace(
+                        leaf,
+                        path=(f.name, *leaf.path),
+                        help="; ".join(
+                            [leaf.help, *([notes[leaf.name]] if leaf.name in notes else [])]
+                        ),
+                    )
                     for leaf in type(default).leaves()
                     if leaf.name not in f.metadata["hidden"]
                 ]
@@ -321,10 +330,6 @@ class Settings:
     def to_dict(self) -> dict:
         """The effective settings, nested as declared: what `config.json` holds."""
         return asdict(self)  # type: ignore[call-overload]
-
-
-def _details(leaf: Leaf) -> tuple:
-    return leaf.kind, leaf.help, leaf.unit, leaf.identity
 
 
 def is_settings(obj: Any) -> bool:
@@ -489,7 +494,11 @@ class TrainSettings(Settings):
 @dataclass(frozen=True)
 class TuneSettings(Settings):
     # every trial starts from these training settings; the search space overrides some
-    base: TrainSettings = part(TrainSettings(epochs=5), hidden=("resume",))
+    base: TrainSettings = part(
+        TrainSettings(epochs=5),
+        hidden=("resume",),
+        notes={"patience": "here the final retrains' only: trials are stopped by the pruner"},
+    )
     n_trials: int = setting(
         20, v.Int(1), "finished (complete or pruned) trials the study holds at the end", "trials"
     )
