@@ -187,25 +187,16 @@ def evaluate_all(chain: Chain, train_ids: list[str]) -> None:
     chain.run_all(jobs, reuse=False)
 
 
-def official_default(prepare: config.PrepareSettings) -> bool:
-    """Whether a child's dataset=auto resolves to what this prepare made: the official
-    files from the default source, no unofficial data allowed."""
-    return prepare.source == "auto" and not prepare.allow_unofficial
-
-
 def run_profile(profile: profiles.Profile, chain: Chain, main_run_id: str) -> str:
     """prepare -> train and tune -> evaluate -> compare; returns the compare run's id."""
     prepared = chain.run(profile.prepare, usable=prepared_usable)  # nothing goes on without it
     digest = tracking.get_run(prepared).data.tags["dataset.digest"]
     tracking.set_tags(main_run_id, {"dataset.digest": digest})
-    prepare = profile.prepare.settings
+    split = profile.prepare.settings.split
     on_data = {
-        # `auto` where it names the same data (the official files, this split), as a train
-        # run started by hand logs it: one spelling of the data in the MLflow UI and for
-        # reuse; the digest for any other source (each run's dataset.digest tag has it)
-        "dataset": "auto" if official_default(prepare) else digest,
-        "val_fraction": prepare.split.val_fraction,
-        "split_seed": prepare.split.split_seed,
+        "dataset": digest,
+        "val_fraction": split.val_fraction,
+        "split_seed": split.split_seed,
     }
     train_ids = chain.run_all([job.with_params(**on_data) for job in profile.train])
     train_ids += tune_all(chain, [job.with_params(**on_data) for job in profile.tune])
