@@ -139,7 +139,11 @@ def main() -> int:
         "--threads", type=cli.at_least(0), default=0, help="torch threads; 0 = torch's default"
     )
     parser.add_argument("--allow-unofficial", action="store_true", help="for tests: any IDX data")
-    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "bench_pruning.json"))
+    parser.add_argument(
+        "--json",
+        type=cli.output_file,
+        default=str(ROOT / "bench" / "results" / "bench_pruning.json"),
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -88,7 +88,9 @@ def main() -> int:
         "--configs", type=configs, default="local,ray:1,ray:2", help="local, ray:<workers>"
     )
     parser.add_argument("--data-dir", default=os.environ.get("FMB_DATA_DIR", str(ROOT / "data")))
-    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "bench_scale.json"))
+    parser.add_argument(
+        "--json", type=cli.output_file, default=str(ROOT / "bench" / "results" / "bench_scale.json")
+    )
     args = parser.parse_args()
     print(
         f"bench_scale profile={args.profile} cpus={os.cpu_count()} (each config from an empty store)"
@@ -104,7 +106,6 @@ def main() -> int:
             print(
                 f"speedup executor=ray workers={row['workers']} vs local: {local / row['seconds']:.2f}x"
             )
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     files.atomic_write_text(
         Path(args.json), json.dumps({"profile": args.profile, "runs": rows}, indent=2)
     )

@@ -379,7 +379,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overhead-subset", type=cli.at_least(0), default=0, help="0 = all 54,000 images"
     )
-    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "bench_train.json"))
+    parser.add_argument(
+        "--json", type=cli.output_file, default=str(ROOT / "bench" / "results" / "bench_train.json")
+    )
     return parser
 
 

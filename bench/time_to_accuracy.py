@@ -254,15 +254,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=cli.at_least(0), default=0, help="torch threads; 0 = default"
     )
-    parser.add_argument("--json", default=None, help="also write the full outcome here")
+    parser.add_argument(
+        "--json", type=cli.output_file, default=None, help="also write the full outcome here"
+    )
     return parser
-
-
-def writable_folder(path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"--json {path}: cannot create its folder ({exc.strerror})") from None
 
 
 def check_model(settings) -> None:
@@ -310,8 +305,6 @@ def main(args: argparse.Namespace) -> int:
         device = pick_device(args.device)
         settings, targets = recipe_from_args(args, device.type)
         check_model(settings)
-        if args.json:  # a path that cannot be written fails now, not after the training
-            writable_folder(Path(args.json))
         compile_model = engine.resolve_compile(args.compile, device, settings.model)
         precision = engine.resolve_precision(settings.precision, device)
         splits = load_splits(args.subset, args.allow_unofficial, args.seed)

@@ -42,6 +42,19 @@ def at_least(minimum: int):
     return parse
 
 
+def output_file(text: str) -> str:
+    """An argparse type for the bench scripts' --json: a file whose folder exists or can be
+    made now, so a bad path fails before the benchmark, not after it."""
+    from pathlib import Path
+
+    try:
+        Path(text).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        message = f"cannot create the folder of {text} ({exc.strerror})"
+        raise argparse.ArgumentTypeError(message) from None
+    return text
+
+
 class Failed(SystemExit):
     """fail()'s exit, carrying the line it printed (a step run by `mlflow run` records it on
     its run)."""

@@ -448,7 +448,7 @@ BAD = [
     (["--pruner", "magic"], "pruner"),
     (["--sampler", "cmaes"], "sampler"),
     (["--storage", "optuna.db"], "storage"),
-    (["--model", "svc"], "scikit-learn"),
+    (["--model", "svc"], "scikit-learn"),  # replaces TINY's model (test below)
     (["--heartbeat_s", "5", "--grace_s", "5"], "grace_s"),
     (["--storage", "postgresql+psycopg://u:secret@127.0.0.1:1/x"], "127.0.0.1:1"),
 ]
@@ -457,7 +457,8 @@ BAD = [
 @pytest.mark.parametrize("args, word", BAD, ids=[w for _, w in BAD])
 def test_bad_input_is_one_error_line(args, word, stores):
     started = time.monotonic()
-    result = run_step(["tune", *TINY, *args], stores, timeout=120)
+    tiny = TINY[2:] if args[0] == "--model" else TINY  # a setting given twice is refused
+    result = run_step(["tune", *tiny, *args], stores, timeout=120)
     assert time.monotonic() - started < 30
     lines = result.stderr.strip().splitlines()
     assert result.returncode != 0 and "Traceback" not in result.stderr
@@ -549,7 +550,7 @@ def test_an_auto_study_name_tells_studies_of_other_settings_apart():
 
     base = name()
     assert base.startswith("mlp-base-e1-s300-abababab-") and base == name()  # a rerun resumes
-    others = [name("--batch_size", "128"), name("--pruner", "hyperband"), name("--lr_max", "0.1")]
+    others = [name("--lr", "0.01"), name("--pruner", "hyperband"), name("--lr_max", "0.1")]
     assert len({base, *others}) == 4
     assert name("--n_trials", "50", "--final", "false", "--final_epochs", "3") == base
     assert name("--seed", "7") != base  # every trial trains with the seed: another study
