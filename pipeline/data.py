@@ -119,8 +119,11 @@ def _find_file(directory: Path, name: str) -> Path:
     # Plain before gzip; torchvision's download layout (FashionMNIST/raw) as a fallback.
     for base in (directory, directory / "FashionMNIST" / "raw"):
         for candidate in (base / name, base / f"{name}.gz"):
-            if candidate.is_file():
-                return candidate
+            try:
+                if candidate.is_file():
+                    return candidate
+            except PermissionError as exc:  # Python 3.11's is_file raises it: name the folder
+                raise DataError(f"{base}: cannot read it ({exc.strerror})") from None
     raise DataError(f"{directory / name}[.gz]: file not found")
 
 
@@ -289,7 +292,7 @@ def write_cache(raw: RawData, val_fraction: float, seed: int) -> tuple[Path, dic
     target = cache_dir(digest)
     existing = read_manifest(target)
     if existing is not None and existing.get("digest") == digest and intact(target, existing):
-        return target, existing, True
+        return target, {**existing, "source": str(raw.source)}, True  # the folder read now
     manifest = {
         "format": CACHE_FORMAT,
         "digest": digest,
@@ -326,19 +329,29 @@ def write_cache(raw: RawData, val_fraction: float, seed: int) -> tuple[Path, dic
     try:
         manifest["cache_files"] = {name: _save(tmp / name, a) for name, a in arrays.items()}
         _write_synced(tmp / "manifest.json", json.dumps(manifest, indent=2).encode())
-        if target.exists():  # unreadable, corrupt, or of an older format: replaced whole
-            shutil.rmtree(target, ignore_errors=True)
+        if _finished(target, digest):  # a parallel prepare wrote the same cache meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+            return target, {**read_manifest(target), "source": str(raw.source)}, True
+        if target.exists():  # unreadable, corrupt, or of an older format: replaced whole,
+            old = target.with_name(f".{target.name}.old.{os.getpid()}")  # moved aside first:
+            os.rename(target, old)  # no reader ever sees it half deleted
+            shutil.rmtree(old, ignore_errors=True)
         os.rename(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
-        finished = read_manifest(target)
-        if finished is not None and finished.get("digest") == digest:
-            return target, finished, True  # a parallel worker wrote the same cache first
+        if _finished(target, digest):
+            return target, {**read_manifest(target), "source": str(raw.source)}, True
         raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target, manifest, False
+
+
+def _finished(target: Path, digest: str) -> bool:
+    """The cache of `digest` is in place and whole (another process may have written it)."""
+    manifest = read_manifest(target)
+    return manifest is not None and manifest.get("digest") == digest and intact(target, manifest)
 
 
 ORPHAN_AGE_S = 3600  # a temp folder untouched this long lost its writer (a prepare takes ~10 s)
@@ -432,20 +445,29 @@ def find_cache(digest: str = "", val_fraction: float = 0.1, seed: int = 42) -> P
     root = config.data_dir() / "prepared"
     if not root.is_dir():
         return None
-    found = []
+    found, matches = [], []
     for directory in root.iterdir():
+        if directory.name.startswith("."):
+            continue
         manifest = read_manifest(directory)
-        if manifest is None or directory.name.startswith("."):
+        if manifest is None:
             continue
         if digest:
             if manifest["digest"].startswith(digest):
-                return directory
+                matches.append(directory)
         elif (
             manifest["official"]
             and manifest["seed"] == seed
             and abs(manifest["val_fraction"] - val_fraction) < 1e-9
         ):
             found.append((manifest["created"], directory))
+    if len(matches) > 1:
+        names = ", ".join(sorted(m.name for m in matches))
+        raise DataError(
+            f"dataset {digest} matches {len(matches)} prepared caches ({names}); give more digits"
+        )
+    if digest:
+        return matches[0] if matches else None
     return max(found)[1] if found else None
 
 
@@ -456,6 +478,13 @@ def dataset_cache(dataset: str, val_fraction: float = 0.1, split_seed: int = 42)
         return ensure_prepared(val_fraction, split_seed)
     found = find_cache(dataset)
     if found is None:
+        # a cache folder of that digest whose manifest does not read (folders: digest[:16])
+        damaged = sorted(cache_dir(dataset).parent.glob(f"{dataset[:16]}*"))
+        if damaged:
+            raise DataError(
+                f"{damaged[0] / 'manifest.json'}: missing, damaged or of an older format; run"
+                " prepare on the same files again"
+            )
         raise DataError(
             f"no prepared data with dataset.digest {dataset} in {config.data_dir()}; run prepare"
             " on the same files first"

@@ -270,3 +270,66 @@ def test_a_cache_of_the_old_format_is_prepared_again(tmp_path, monkeypatch):
     assert data.read_manifest(directory) is None and data.find_cache(manifest["digest"]) is None
     again, fresh, reused = data.write_cache(raw, 0.1, 42)
     assert not reused and again == directory and fresh["format"] == data.CACHE_FORMAT
+
+
+def test_an_unreadable_source_folder_is_named_not_called_unwritable(tmp_path, monkeypatch):
+    """Python 3.11's Path.is_file raises PermissionError in a folder it cannot search: it
+    reached the step as a write failure ("cannot write ...; free space")."""
+    from pathlib import Path
+
+    src, real_is_file = write_dataset(tmp_path / "idx"), Path.is_file
+
+    def denied(path: Path) -> bool:
+        if path.parent == src:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_is_file(path)
+
+    monkeypatch.setattr(Path, "is_file", denied)
+    with pytest.raises(data.DataError, match="idx: cannot read it \\(Permission denied\\)"):
+        data.load_raw(src, allow_unofficial=True)
+
+
+def test_a_reused_cache_names_the_folder_read_now(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMB_DATA_DIR", str(tmp_path / "data"))
+    first = write_dataset(tmp_path / "first")
+    second = shutil.copytree(first, tmp_path / "second")  # the same files elsewhere
+    data.write_cache(data.load_raw(first, allow_unofficial=True), 0.1, 42)
+    _, manifest, reused = data.write_cache(data.load_raw(second, allow_unofficial=True), 0.1, 42)
+    assert reused and manifest["source"] == str(second)
+
+
+def test_a_cache_another_prepare_finished_meanwhile_is_kept(tmp_path, monkeypatch):
+    """Two prepares at once: the second found no cache, wrote its own, and then deleted the
+    first one's finished cache to put its copy in (a reader of it failed meanwhile)."""
+    monkeypatch.setenv("FMB_DATA_DIR", str(tmp_path / "data"))
+    raw = data.load_raw(write_dataset(tmp_path / "idx"), allow_unofficial=True)
+    directory, manifest, _ = data.write_cache(raw, 0.1, 42)
+    inode, real_read = directory.stat().st_ino, data.read_manifest
+    calls = []
+
+    def not_yet_there(path):  # the second prepare looked before the first one's rename
+        calls.append(path)
+        return None if len(calls) == 1 else real_read(path)
+
+    monkeypatch.setattr(data, "read_manifest", not_yet_there)
+    again, reread, reused = data.write_cache(raw, 0.1, 42)
+    assert reused and again == directory and directory.stat().st_ino == inode  # not replaced
+    assert reread["digest"] == manifest["digest"]
+    assert not list(directory.parent.glob(".*")), "its temp folder was left behind"
+
+
+def test_a_digest_prefix_of_two_caches_or_of_a_damaged_one_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMB_DATA_DIR", str(tmp_path / "data"))
+    raw = data.load_raw(write_dataset(tmp_path / "idx"), allow_unofficial=True)
+    directory, manifest, _ = data.write_cache(raw, 0.1, 42)
+    digest = manifest["digest"]
+    twin_digest = digest[:8] + "0" * 56 if digest[8] != "0" else digest[:8] + "1" * 56
+    twin = shutil.copytree(directory, directory.parent / twin_digest[:16])
+    (twin / "manifest.json").write_text(json.dumps({**manifest, "digest": twin_digest}))
+    with pytest.raises(data.DataError, match=f"dataset {digest[:8]} matches 2 prepared caches"):
+        data.find_cache(digest[:8])
+    assert data.find_cache(digest[:16]) == directory  # more digits: one
+    (directory / "manifest.json").write_text("{broken")
+    with pytest.raises(data.DataError, match=f"{digest[:16]}/manifest.json: missing, damaged"):
+        data.dataset_cache(digest[:16])
+    assert data.find_cache(digest) is None  # main's reuse check: prepare again, no error
