@@ -325,13 +325,19 @@ def write_cache(raw: RawData, val_fraction: float, seed: int) -> tuple[Path, dic
             "test_y": raw.files["test_labels"].array.astype(np.int64),
         },
     }
+    return _write_new(target, manifest, arrays)
+
+
+def _write_new(target: Path, manifest: dict, arrays: dict) -> tuple[Path, dict, bool]:
+    """write_cache's writing: a temp folder beside `target`, renamed into place."""
+    digest, source = manifest["digest"], manifest["source"]
     tmp = _temp_dir_beside(target)
     try:
         manifest["cache_files"] = {name: _save(tmp / name, a) for name, a in arrays.items()}
         _write_synced(tmp / "manifest.json", json.dumps(manifest, indent=2).encode())
         if _finished(target, digest):  # a parallel prepare wrote the same cache meanwhile
             shutil.rmtree(tmp, ignore_errors=True)
-            return target, {**read_manifest(target), "source": str(raw.source)}, True
+            return target, {**read_manifest(target), "source": source}, True
         if target.exists():  # unreadable, corrupt, or of an older format: replaced whole,
             old = target.with_name(f".{target.name}.old.{os.getpid()}")  # moved aside first:
             os.rename(target, old)  # no reader ever sees it half deleted
@@ -340,7 +346,7 @@ def write_cache(raw: RawData, val_fraction: float, seed: int) -> tuple[Path, dic
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         if _finished(target, digest):
-            return target, {**read_manifest(target), "source": str(raw.source)}, True
+            return target, {**read_manifest(target), "source": source}, True
         raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
