@@ -290,8 +290,8 @@ def write_cache(raw: RawData, val_fraction: float, seed: int) -> tuple[Path, dic
     split_hash = split_sha256(train_idx, val_idx)
     digest = dataset_digest(raw, split_hash, val_fraction, seed)
     target = cache_dir(digest)
-    existing = read_manifest(target)
-    if existing is not None and existing.get("digest") == digest and intact(target, existing):
+    existing = _whole(target, digest)
+    if existing is not None:
         return target, {**existing, "source": str(raw.source)}, True  # the folder read now
     manifest = {
         "format": CACHE_FORMAT,
@@ -335,9 +335,10 @@ def _write_new(target: Path, manifest: dict, arrays: dict) -> tuple[Path, dict, 
     try:
         manifest["cache_files"] = {name: _save(tmp / name, a) for name, a in arrays.items()}
         _write_synced(tmp / "manifest.json", json.dumps(manifest, indent=2).encode())
-        if _finished(target, digest):  # a parallel prepare wrote the same cache meanwhile
+        finished = _whole(target, digest)  # a parallel prepare wrote the same cache meanwhile
+        if finished is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-            return target, {**read_manifest(target), "source": source}, True
+            return target, {**finished, "source": source}, True
         if target.exists():  # unreadable, corrupt, or of an older format: replaced whole,
             old = target.with_name(f".{target.name}.old.{os.getpid()}")  # moved aside first:
             os.rename(target, old)  # no reader ever sees it half deleted
@@ -345,8 +346,9 @@ def _write_new(target: Path, manifest: dict, arrays: dict) -> tuple[Path, dict, 
         os.rename(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
-        if _finished(target, digest):
-            return target, {**read_manifest(target), "source": source}, True
+        finished = _whole(target, digest)
+        if finished is not None:
+            return target, {**finished, "source": source}, True
         raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -354,10 +356,12 @@ def _write_new(target: Path, manifest: dict, arrays: dict) -> tuple[Path, dict, 
     return target, manifest, False
 
 
-def _finished(target: Path, digest: str) -> bool:
-    """The cache of `digest` is in place and whole (another process may have written it)."""
+def _whole(target: Path, digest: str) -> dict | None:
+    """The manifest of the cache of `digest` when it is in place and whole (this prepare's
+    earlier one, or another process's); None otherwise."""
     manifest = read_manifest(target)
-    return manifest is not None and manifest.get("digest") == digest and intact(target, manifest)
+    whole = manifest is not None and manifest.get("digest") == digest and intact(target, manifest)
+    return manifest if whole else None
 
 
 ORPHAN_AGE_S = 3600  # a temp folder untouched this long lost its writer (a prepare takes ~10 s)
