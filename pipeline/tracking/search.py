@@ -10,11 +10,15 @@ from pipeline.tracking.store import client, ensure_experiment
 MAX_RESULTS = 50_000
 
 
-def runs(filter_string: str = "", order_by: tuple[str, ...] = ("attributes.start_time DESC",)):
+def runs(
+    filter_string: str = "",
+    order_by: tuple[str, ...] = ("attributes.start_time DESC",),
+    max_results: int = MAX_RESULTS,
+):
     """Runs of the experiment matching an MLflow filter, newest first."""
     with timed():
         return client().search_runs(
-            [ensure_experiment()], filter_string, order_by=list(order_by), max_results=MAX_RESULTS
+            [ensure_experiment()], filter_string, order_by=list(order_by), max_results=max_results
         )
 
 
@@ -46,5 +50,5 @@ def finished_step_run(
 def latest_train_run() -> str | None:
     """The newest FINISHED train run, evaluated or not (INTERFACE.md: `evaluate`'s default;
     `evaluate --tta flip` right after `evaluate` adds to the same run); None when none."""
-    found = runs("tags.`pipeline.step` = 'train' and attributes.status = 'FINISHED'")
+    found = runs("tags.`pipeline.step` = 'train' and attributes.status = 'FINISHED'", max_results=1)
     return found[0].info.run_id if found else None
