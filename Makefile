@@ -58,7 +58,9 @@ bench: setup
 
 ui: setup
 	@echo "MLflow UI: http://127.0.0.1:$(PORT)/#/experiments?workflowType=machine_learning  (open 'fashion-mnist')"
-	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port $(PORT) --host 127.0.0.1
+	@# MLflow's job runner off, as in tools/server.py: eight idle processes this project never uses
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=$${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
+	  $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port $(PORT) --host 127.0.0.1
 
 # A hardened server (tools/server.py): 127.0.0.1 only, Host headers checked; AUTH=1 adds
 # MLflow's basic auth (needs MLFLOW_AUTH_ADMIN_PASSWORD in the environment).

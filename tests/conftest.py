@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))  # its scripts, e.g. `import server` (make server)
 REAL_DATA = Path("/usr/share/datasets/fashion-mnist")
 NAMES = {
     "train_images": "train-images-idx3-ubyte",

@@ -28,10 +28,12 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT, clean_env, run_step, store_env
+from server import command as server_command
 
 from pipeline import config
 
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
+
 PIPELINE_TIMEOUT_S = 900
 SERVER_START_TIMEOUT_S = 180
 # The tiny profile's expected runs (profiles/tiny.toml): 2 models x 2 seeds, one study.
@@ -197,26 +199,13 @@ class Flows:
         """`mlflow server` on a free port, its own process group, then the pipeline on it."""
         port, log = free_port(), flow.base / "server.log"
         url = f"http://127.0.0.1:{port}"
-        command = [
-            MLFLOW,
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{flow.base / 'server.db'}",
-            "--artifacts-destination",
-            str(flow.base / "server-artifacts"),
-            "--serve-artifacts",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ]
+        # `make server`'s own command (tools/server.py): a SQLite store and served artifacts
+        command, extra = server_command(port, flow.base, False, MLFLOW, clean_env({}))
         with log.open("w") as out:
             self.server = subprocess.Popen(
                 command,
                 cwd=flow.base,
-                env=clean_env({}),
+                env=clean_env(extra),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

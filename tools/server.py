@@ -5,6 +5,9 @@
 - bound to 127.0.0.1 only, with MLflow's security middleware told which Host headers are
   this server (so a request naming another host, a DNS-rebinding attack, is refused);
 - artifacts served by the server itself (`--serve-artifacts`, MLflow refuses paths with `..`);
+- MLflow's job runner off unless MLFLOW_SERVER_ENABLE_JOB_EXECUTION says otherwise: it
+  serves MLflow's GenAI jobs (scorers, trace rollups), which this project never submits, and
+  its eight extra Python processes cost about 17 s of CPU at start and 1.7 GB of memory;
 - `--auth` (AUTH=1) runs MLflow's basic-auth app (the `mlflow[auth]` extra): every request
   needs a user; it refuses to start unless MLFLOW_AUTH_ADMIN_PASSWORD is set in the
   environment (never on the command line, where `ps` would show it).
@@ -40,7 +43,11 @@ def command(
         "--workers", "1",
         "--allowed-hosts", f"{HOST}:{port},localhost:{port},{HOST},localhost",
     ]  # fmt: skip
-    env = {}
+    env = {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": environ.get(
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"
+        )
+    }
     if auth:
         if not environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
             raise SystemExit(
