@@ -120,22 +120,48 @@ def ranked(recs: pd.DataFrame, metric: str) -> dict:
     }
 
 
+# How often compare ranks again when the store changed under it (see rank_and_register).
+CHAMPION_CHECKS = 5
+
+
+def rank_and_register(recs: pd.DataFrame, metric: str):
+    """Rank, register the champion, then look at the store again: another compare that saw
+    runs this one had not may have set the alias meanwhile, so while a fresh look gives
+    another champion, rank the fresh records and register again. The last compare to set
+    the alias has then checked it against a look taken after its own write, and the alias
+    never ends on a stale, worse champion. Returns (records, tables, section, best, version)."""
+    for _ in range(CHAMPION_CHECKS):
+        tables = ranked(recs, metric)
+        section, best = leaderboard.pick_champion(tables)
+        if best is None:
+            return recs, tables, section, None, None
+        version = register(best, section)
+        fresh = leaderboard.records(tracking.runs_frame())
+        _, now = leaderboard.pick_champion(leaderboard.sections(fresh, metric))
+        if now is None or now["best_run_id"] == best["best_run_id"]:
+            break
+        recs = fresh
+    return recs, tables, section, best, version
+
+
 def compare(run_id: str, metric: str) -> dict:
     """Build, log and register inside the compare run `run_id`; returns a summary."""
-    recs = leaderboard.records(tracking.runs_frame())
-    tables = ranked(recs, metric)
+    recs, tables, section, best, version = rank_and_register(
+        leaderboard.records(tracking.runs_frame()), metric
+    )
     unranked = leaderboard.unranked(recs)
     digests = sorted({d for t in tables.values() for d in t["dataset_digest"] if d})
     tracking.set_tags(run_id, {"dataset.digest": ",".join(digests)[:5000] or "none"})
-    section, best = leaderboard.pick_champion(tables)
     result = {"n_train_runs": len(recs), "n_ranked": int(sum(len(t) for t in tables.values()))}
     if best is not None:
-        result["champion_version"] = register(best, section)
+        result["champion_version"] = version
         result["champion_run_id"] = best["best_run_id"]
         tracking.set_tags(
             run_id, {"champion.run_id": best["best_run_id"], "champion.section": section.name}
         )
         tracking.log_metrics(run_id, champion_metrics(best, recs))
+    elif (dropped := tracking.drop_deleted_champion()) is not None:
+        result["champion_dropped"] = dropped  # @champion named a deleted run
     tracking.log_metrics(run_id, {k: v for k, v in result.items() if k.startswith("n_")})
     log_report(run_id, tables, unranked, best, recs)
     result["lines"] = summary_lines(tables, best, section)

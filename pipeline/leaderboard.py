@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import UserError
 from pipeline.metrics import holm, mcnemar, pareto_front, welch
 
 MAIN_SECTION = "official, full training data"
@@ -305,8 +306,11 @@ def aggregate(recs: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame
     sort_column, extra, ascending = _metric_column(metric)
     kept, _ = _split_duplicates(recs)
     if extra and not kept.empty and extra not in kept:
-        known = sorted(c for c in kept if c not in RECORD_COLUMNS)
-        raise ValueError(f"unknown metric {metric!r}; the runs have: {', '.join(known)}")
+        # a metric of the contract that older runs lack (0.1 logged no test_log_loss)
+        raise UserError(
+            f"no evaluated train run has the metric {metric}: evaluate them again"
+            " (runs evaluated by an older version lack it), or choose another --metric"
+        )
     rows = [_summarise(g, extra) for _, g in kept.groupby(GROUP_KEYS, dropna=False)]
     columns = [c for c in TABLE_COLUMNS if c != "rank"]
     if extra:

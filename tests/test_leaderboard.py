@@ -12,6 +12,7 @@ from scipy import stats
 from pipeline import leaderboard as lb
 from pipeline import report
 from pipeline.config import MODEL_NAMES
+from pipeline.errors import UserError
 
 OFFICIAL = "a" * 64
 OTHER_SPLIT = "b" * 64
@@ -183,7 +184,7 @@ def test_lower_is_better_metric_and_unknown_metric():
     recs = lb.records(frame(*rows))
     table = lb.aggregate(recs, metric="test_loss")
     assert table["best_run_id"].tolist() == ["b", "a"] and "test_loss_mean" in table
-    with pytest.raises(ValueError, match="unknown metric"):
+    with pytest.raises(UserError, match="no evaluated train run has the metric test_nonsense"):
         lb.aggregate(recs, metric="test_nonsense")
 
 

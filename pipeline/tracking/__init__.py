@@ -30,7 +30,11 @@ from pipeline.tracking.models import (
     ranked_models,
 )
 from pipeline.tracking.projects import run_entry_point
-from pipeline.tracking.registry import champion_run_id, register_champion
+from pipeline.tracking.registry import (
+    champion_run_id,
+    drop_deleted_champion,
+    register_champion,
+)
 from pipeline.tracking.runs import (
     child_run,
     close_run,
@@ -62,6 +66,7 @@ __all__ = [
     "artifact",
     "artifact_names",
     "champion_run_id",
+    "drop_deleted_champion",
     "changed_metrics",
     "check_reachable",
     "child_run",

@@ -7,19 +7,34 @@ from pipeline.tracking.log import timed
 from pipeline.tracking.store import client
 
 
+def _versions_of(name: str, run_id: str) -> list[int]:
+    found = client().search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    return sorted(int(v.version) for v in found)
+
+
 def register_champion(run_id: str, model_uri: str, tags: dict[str, str]) -> str:
     """Register the run's model as `fashion-mnist-classifier` (once per run), point the
-    `champion` alias at that version and tag it; returns the version."""
+    `champion` alias at that version and tag it; returns the version.
+
+    Two compares at once may both find the run unregistered and both register it: each then
+    looks again and keeps the lowest version of the run, deleting its own if another is
+    lower (everyone who saw the higher one also sees the lower), so a run has one version.
+    """
     import mlflow
 
     name = config.REGISTERED_MODEL
     with timed():
-        found = client().search_model_versions(f"name='{name}' and run_id='{run_id}'")
-        version = found[0].version if found else mlflow.register_model(model_uri, name).version
+        versions = _versions_of(name, run_id)
+        if not versions:
+            mine = int(mlflow.register_model(model_uri, name).version)
+            versions = _versions_of(name, run_id) or [mine]
+            if mine != versions[0]:  # another compare registered this run first
+                client().delete_model_version(name, str(mine))
+        version = str(versions[0])
         client().set_registered_model_alias(name, config.CHAMPION_ALIAS, version)
         for key, value in tags.items():
             client().set_model_version_tag(name, version, key, str(value))
-    return str(version)
+    return version
 
 
 def champion_run_id() -> str | None:
@@ -31,3 +46,22 @@ def champion_run_id() -> str | None:
     except Exception:
         return None
     return version.run_id
+
+
+def drop_deleted_champion() -> str | None:
+    """Remove the `champion` alias when the run behind it was deleted (a compare that finds
+    no champion leaves no alias on a deleted run); returns that run's id, else None. A
+    champion whose run still exists, in this experiment or another, is left alone."""
+    from mlflow.exceptions import MlflowException
+
+    run_id = champion_run_id()
+    if run_id is None:
+        return None
+    try:
+        if client().get_run(run_id).info.lifecycle_stage != "deleted":
+            return None
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    client().delete_registered_model_alias(config.REGISTERED_MODEL, config.CHAMPION_ALIAS)
+    return run_id

@@ -1,0 +1,98 @@
+"""The compare job (pipeline/comparison.py) and the registry when several compares run at
+once, and compare's errors. The store is faked except in the registry test."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+from test_leaderboard import frame, scored
+
+from pipeline import comparison, tracking
+from pipeline.errors import UserError
+
+
+@pytest.fixture
+def fake_store(monkeypatch):
+    """tracking as compare uses it, in memory: `snapshots` are what runs_frame returns in
+    turn (the last one from then on), `registered` the run ids given the alias, in order."""
+    state = types.SimpleNamespace(snapshots=[], registered=[])
+
+    def runs_frame():
+        return state.snapshots.pop(0) if len(state.snapshots) > 1 else state.snapshots[0]
+
+    def register_champion(run_id, model_uri, tags):
+        state.registered.append(run_id)
+        return str(len(state.registered))
+
+    run = types.SimpleNamespace(data=types.SimpleNamespace(tags={"model.uri": "models:/m-1"}))
+    monkeypatch.setattr(tracking, "runs_frame", runs_frame)
+    monkeypatch.setattr(tracking, "register_champion", register_champion)
+    monkeypatch.setattr(tracking, "get_run", lambda run_id: run)
+    monkeypatch.setattr(tracking, "drop_deleted_champion", lambda: None)
+    for name in ("set_tags", "log_metrics", "log_frame", "log_text", "log_table", "log_figure"):
+        monkeypatch.setattr(tracking, name, lambda *a, **k: None)
+    monkeypatch.setattr(comparison, "correct_predictions", lambda run_id: np.ones(10, bool))
+    return state
+
+
+def test_a_compare_that_ranked_a_stale_snapshot_does_not_leave_the_alias_on_it(fake_store):
+    """Another compare saw a better run and set the alias while this one still ranked its
+    older snapshot: this one looks again after setting the alias, and ranks again."""
+    old = scored("old-best", 0.90, 0.90, key="k1")
+    new = scored("new-best", 0.91, 0.95, key="k2", minute=5)
+    fake_store.snapshots = [frame(old), frame(old, new)]
+    result = comparison.compare("compare-run", "test_accuracy")
+    assert fake_store.registered == ["old-best", "new-best"]  # the last word is the best's
+    assert result["champion_run_id"] == "new-best" and result["n_ranked"] == 2
+
+
+def test_a_compare_whose_champion_still_holds_sets_the_alias_once(fake_store):
+    fake_store.snapshots = [frame(scored("best", 0.9, 0.9), scored("other", 0.8, 0.8, key="k2"))]
+    result = comparison.compare("compare-run", "test_accuracy")
+    assert fake_store.registered == ["best"] and result["champion_version"] == "1"
+
+
+def test_a_metric_no_run_has_is_one_error_line(fake_store):
+    """Runs evaluated before 0.2 have no test_log_loss: a UserError, not a traceback."""
+    fake_store.snapshots = [frame(scored("r1", 0.9, 0.9))]
+    with pytest.raises(UserError, match="no evaluated train run has the metric test_log_loss"):
+        comparison.compare("compare-run", "test_log_loss")
+
+
+def test_two_compares_registering_one_run_at_once_leave_one_version(stores, monkeypatch):
+    """Both searched before either registered: the later registration is deleted again, and
+    the alias points at the one version of the run; once that run is deleted, a compare
+    that finds no champion removes the alias."""
+    import mlflow
+
+    from pipeline import config
+    from pipeline.tracking import registry
+    from pipeline.tracking.store import client
+
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    try:
+        with mlflow.start_run() as run:
+            model = mlflow.create_external_model(name="model")
+        uri, run_id = f"models:/{model.model_id}", run.info.run_id
+        register = mlflow.register_model
+
+        def other_compare_first(*args, **kwargs):  # the other compare registers in between
+            register(uri, config.REGISTERED_MODEL)
+            return register(*args, **kwargs)
+
+        monkeypatch.setattr(mlflow, "register_model", other_compare_first)
+        version = registry.register_champion(run_id, uri, {"k": "v"})
+        name = config.REGISTERED_MODEL
+        versions = client().search_model_versions(f"name='{name}' and run_id='{run_id}'")
+        assert [str(v.version) for v in versions] == ["1"] and version == "1"
+        assert str(client().get_model_version_by_alias(name, config.CHAMPION_ALIAS).version) == "1"
+        monkeypatch.setattr(mlflow, "register_model", register)
+        assert registry.register_champion(run_id, uri, {}) == "1"  # registered once per run
+        assert registry.drop_deleted_champion() is None  # its run exists: kept
+        client().delete_run(run_id)
+        assert registry.drop_deleted_champion() == run_id  # no alias on a deleted run
+        assert registry.champion_run_id() is None
+    finally:
+        mlflow.set_tracking_uri(None)
