@@ -496,6 +496,30 @@ def test_storage_urls_are_redacted():
     assert redact("journal:/tmp/a.log") == "journal:/tmp/a.log"
 
 
+def test_a_storage_password_stays_out_of_the_tune_runs_config_json(monkeypatch):
+    """Params, tags and messages showed the storage URL redacted, but config.json had the
+    password."""
+    from pipeline import cli, study, tracking
+
+    url = "postgresql://me:s3cret@db.example/optuna"
+    settings = cli.parse("tune", [*TINY, "--storage", url])
+    monkeypatch.setattr(study, "open_checked", lambda s: ("ab" * 32, "n", None, True, 1))
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def step_run(step, params, name, config, tags):
+        seen.update(params=params, config=config, tags=tags)
+        raise Stop
+
+    monkeypatch.setattr(tracking, "step_run", step_run)
+    with pytest.raises(Stop):
+        study.tune(settings)
+    assert seen["config"]["storage"] == "postgresql://me:***@db.example/optuna"
+    assert "s3cret" not in json.dumps(seen)
+
+
 def test_hyperband_prunes_a_lone_trial_but_never_the_default_trial():
     """The registered hyperband pruner (bootstrap_count=1) prunes a trial that reaches a rung
     first, where Optuna's default would promote it for lack of rivals, but never trial 0 (the
@@ -529,14 +553,159 @@ def test_hyperband_prunes_a_lone_trial_but_never_the_default_trial():
 
     assert first_rungs(search.PRUNERS["hyperband"](12)) == {1, 3}
     # Optuna's own bracket count for 12 epochs adds the bracket that first prunes at epoch 9
-    optunas = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=12, bootstrap_count=1)
-    assert first_rungs(search.KeepsDefaultTrial(optunas)) == {1, 3, 9}
-    inner = optuna.create_study(direction="maximize", pruner=search.PRUNERS["hyperband"](12).inner)
+    optunas = search.KeepsDefaultTrial(min_resource=1, max_resource=12, bootstrap_count=1)
+    assert first_rungs(optunas) == {1, 3, 9}
+    plain = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=6, bootstrap_count=1)
+    inner = optuna.create_study(direction="maximize", pruner=plain)
     assert pruned_at(inner, inner.ask()) in (1, 3)  # trial 0 alone: pruned without the wrapper
     default = optuna.create_study(
         direction="maximize", pruner=optuna.pruners.HyperbandPruner(min_resource=1)
     )
     assert pruned_at(default, default.ask()) is None  # Optuna's default promotes it
+
+
+def test_the_sampler_sees_only_the_trials_of_a_trials_hyperband_bracket():
+    """Optuna filters the study the sampler sees by bracket only for a HyperbandPruner
+    (optuna.pruners._filter_study): the project's pruner wrapped it, so TPE modelled every
+    bracket's trials together."""
+    import optuna
+
+    from pipeline.study import search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seen = []
+
+    class Spy(optuna.samplers.TPESampler):
+        def sample_relative(self, study, trial, space):
+            seen.append(len(study.get_trials(deepcopy=False)))
+            return super().sample_relative(study, trial, space)
+
+    pruner = search.PRUNERS["hyperband"](12)
+    assert isinstance(pruner, optuna.pruners.HyperbandPruner)
+    study = optuna.create_study(
+        study_name="hb",
+        direction="maximize",
+        pruner=pruner,
+        sampler=Spy(seed=0, n_startup_trials=5),
+    )
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0, 1)
+        for epoch in range(1, 13):
+            trial.report(x * epoch / 12, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return x
+
+    study.optimize(objective, n_trials=20)
+    assert seen[-1] < 20  # trial 19 sampled among its own bracket's trials only, not all 20
+
+
+def test_one_worker_at_a_time_retrains_the_best_trial(tmp_path, monkeypatch):
+    """Two workers concluding one study at once (final=true, the default) both retrained its
+    best trial: the retrain lock is taken by one; a holder that died leaves it to the next."""
+    from types import SimpleNamespace
+
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    from pipeline import tracking
+    from pipeline.study import final
+
+    status = {"a": "RUNNING"}
+
+    def get_run(run_id):
+        return SimpleNamespace(info=SimpleNamespace(status=status[run_id]))
+
+    monkeypatch.setattr(tracking, "get_run", get_run)
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "j.log")))
+    study = optuna.create_study(study_name="s", storage=storage)
+    assert final.claim(study, "a") is None  # a retrains
+    assert final.claim(study, "b") == "a"  # b leaves it to a
+    status["a"] = "KILLED"  # a was killed while retraining, its run closed since
+    assert final.claim(study, "b") is None
+    final.release(study)
+    assert final.claim(study, "c") is None
+    final.release(study)
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["s"]
+
+
+def test_a_killed_workers_trial_is_failed_and_queued_again_without_heartbeats(
+    tmp_path, monkeypatch
+):
+    """A journal file has no heartbeats: a killed worker's trial stayed RUNNING for ever, was
+    counted against n_trials, and every rerun ended at once (a surplus trial) with the study
+    one trial short. Its worker's run, closed KILLED by the next step, now marks it dead."""
+    from types import SimpleNamespace
+
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    from pipeline import tracking
+    from pipeline.study import storage as study_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    status = {"dead": "KILLED", "alive": "RUNNING"}
+    monkeypatch.setattr(
+        tracking, "get_run", lambda r: SimpleNamespace(info=SimpleNamespace(status=status[r]))
+    )
+    monkeypatch.setattr(tracking, "close_run", lambda *args, **kwargs: None)
+    journal = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "j.log")))
+    study = optuna.create_study(study_name="s", storage=journal)
+    for worker in ("dead", "alive"):
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+        trial.set_user_attr("mlflow_worker_run_id", worker)
+    assert study_storage.fail_orphaned_trials(study) == 1
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "RUNNING", "WAITING"]  # the dead one queued again
+    assert study.trials[2].params == study.trials[0].params
+    assert study_storage.fail_orphaned_trials(study) == 0
+
+
+def test_the_final_seeds_of_the_largest_seed_are_valid_seeds():
+    """seed=4294967295 is accepted, but its retrains' seeds were not: the study ran every
+    trial, then ended with `error: seed must be ...`."""
+    from pipeline import cli
+    from pipeline.study import final
+
+    settings = cli.parse("tune", [*TINY, "--seed", "4294967295", "--final_seeds", "2"])
+    seeds = final.final_seeds(settings)
+    assert seeds == [0, 1]
+    for seed in seeds:
+        settings.base.replace(seed=seed)  # valid settings
+
+
+def test_a_surplus_trial_is_one_line_not_a_traceback():
+    """Every parallel worker but one ends on a surplus trial, which Optuna logged as a failed
+    trial with a traceback and a second line."""
+    import logging
+
+    from optuna.study._optimize import _log_failed_trial
+
+    from pipeline.study import search
+
+    lines = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            lines.append(logging.Formatter().format(record))
+
+    logger, quiet, keep = logging.getLogger("optuna.study._optimize"), search.QuietSurplus(), Keep()
+    logger.addFilter(quiet)
+    logger.addHandler(keep)
+    try:
+        for number, error in ((3, search.Surplus(3, 3)), (4, RuntimeError("broken"))):
+            try:
+                raise error
+            except Exception as exc:
+                _log_failed_trial(number, {}, repr(exc), exc_info=sys.exc_info())
+    finally:
+        logger.removeFilter(quiet)
+        logger.removeHandler(keep)
+    assert lines[0] == "the study already has 3 trials; trial 3 not run"
+    assert "Traceback" in lines[1] and "broken" in lines[1]  # a real failure keeps it
+    assert len(lines) == 3  # its "failed with value None" line stays; the surplus one went
 
 
 def test_an_auto_study_name_tells_studies_of_other_settings_apart():

@@ -66,9 +66,13 @@ def conclude(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict
     if not settings.final:
         return None
     if finished < settings.n_trials and not settings.timeout:
+        if states & {"RUNNING", "WAITING"}:  # the worker that finishes the last one retrains
+            then = "other workers are running the rest"
+        else:
+            then = "run the same command again to continue"
         print(
             f"study {name}: {finished} of {settings.n_trials} trials finished (failures do"
-            " not count); run the same command again to continue",
+            f" not count); {then}",
             file=sys.stderr,
         )
         return None
@@ -79,11 +83,13 @@ def tune(settings: TuneSettings) -> dict:
     """Run (or join) the study, then conclude it; returns the JSON-able result."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     digest, name, study, created, study_id = open_checked(settings)
-    params = {**settings.params(), "storage": storage.redact(settings.storage)}
+    shown = storage.redact(settings.storage)  # a password stays out of params and config.json
+    params = {**settings.params(), "storage": shown}
     tags = worker_tags(settings, name, digest)
     started = time.time()
+    run_config = {**settings.to_dict(), "storage": shown}
     with tracking.step_run(
-        "tune", params, name=identity.tune_run_name(settings), config=settings.to_dict(), tags=tags
+        "tune", params, name=identity.tune_run_name(settings), config=run_config, tags=tags
     ) as own:
         parent = search.parent_run(study, own, created)
         role = "parent" if parent == own else "worker"

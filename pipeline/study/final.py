@@ -10,6 +10,7 @@ validation accuracy. Each best trial is retrained once, whoever concludes the st
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 
@@ -17,7 +18,7 @@ import numpy as np
 import optuna
 import optuna.visualization.matplotlib as vis
 
-from pipeline import evaluation, fit, identity, interrupts, tracking
+from pipeline import config, evaluation, fit, identity, interrupts, tracking
 from pipeline.config import TuneSettings
 from pipeline.study import search, space
 
@@ -31,8 +32,10 @@ FINAL_KEYS = ("test_accuracy", "test_f1_macro", "test_precision_macro", "test_re
 
 
 def final_seeds(settings: TuneSettings) -> list[int]:
-    """Seeds none of the trials used (they all train with base.seed)."""
-    return [settings.base.seed + 1 + i for i in range(settings.final_seeds)]
+    """Seeds none of the trials used (they all train with base.seed), wrapping past the
+    largest seed (a study with seed=4294967295 failed at its retrain, after every trial)."""
+    span = config.SEED_MAX + 1
+    return [(settings.base.seed + 1 + i) % span for i in range(settings.final_seeds)]
 
 
 def retrained(study, settings: TuneSettings) -> list[str] | None:
@@ -55,6 +58,51 @@ def retrained(study, settings: TuneSettings) -> list[str] | None:
         if run.info.status != "FINISHED" or run.data.tags.get("evaluated") != "true":
             return None
     return ids
+
+
+LOCK_OWNER = "worker_run_id"
+
+
+def lock_name(study) -> str:
+    return f"{study.study_name}.final-lock"
+
+
+def claim(study, worker: str) -> str | None:
+    """Take the study's retrain lock: None when this worker holds it now, else the run id of
+    the worker that holds it. The lock is a study of its own (lock_name): creating a study
+    is atomic in RDB and journal storages, so of two workers concluding at once exactly one
+    retrains. A lock whose holder's run is no longer RUNNING (it crashed, or was killed and
+    closed since) is removed and taken."""
+    storage, name = study._storage, lock_name(study)
+    for _ in range(3):
+        try:
+            lock = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], name)
+        except optuna.exceptions.DuplicatedStudyError:
+            try:
+                lock = storage.get_study_id_from_name(name)
+                holder = storage.get_study_user_attrs(lock).get(LOCK_OWNER)
+            except KeyError:  # released meanwhile
+                continue
+            if holder is None:  # its creator is naming itself right now
+                return "(another worker)"
+            try:
+                running = tracking.get_run(holder).info.status == "RUNNING"
+            except Exception:
+                running = False
+            if running:
+                return holder
+            with contextlib.suppress(KeyError):  # another worker removed it first
+                storage.delete_study(lock)
+            continue
+        storage.set_study_user_attr(lock, LOCK_OWNER, worker)
+        return None
+    return "(another worker)"
+
+
+def release(study) -> None:
+    storage = study._storage
+    with contextlib.suppress(KeyError):
+        storage.delete_study(storage.get_study_id_from_name(lock_name(study)))
 
 
 def retrain_one(settings, seed: int, parent: str, tags: dict[str, str]) -> tuple[str, dict]:
@@ -120,9 +168,10 @@ def log_study(study, settings: TuneSettings, run_id: str) -> None:
     tracking.log_json(study.best_trial.params, "best_params.json", run_id)
 
 
-def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict:
+def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict | None:
     """Retrain and evaluate the best configuration (once per best trial); log the outcome
-    and the study's plots and tables on the parent run."""
+    and the study's plots and tables on the parent run. None when another worker is
+    retraining it right now."""
     best = study.best_trial
     states = [t.state for t in study.trials]
     result = {
@@ -133,12 +182,23 @@ def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict:
     default = default_trial(study, settings)
     if default is not None:  # the configuration the search started from, for comparison
         result["default_trial_val_accuracy"] = default.value
-    ids = retrained(study, settings)
-    if ids:
-        print(f"best trial {best.number} was retrained already: runs {ids}", file=sys.stderr)
-    else:
-        result |= retrain_best(study, settings, parent, run_tags)
-        ids = study.user_attrs["final_run_ids"]
+    holder = claim(study, run_tags["tune.worker_run_id"])
+    if holder is not None:  # two workers concluding at once retrained it twice
+        print(
+            f"best trial {best.number} is being retrained by the tune run {holder}; its"
+            f" runs will be named in the tag tune.final_run_ids of the parent run {parent}",
+            file=sys.stderr,
+        )
+        return None
+    try:  # checked under the lock: another worker may have just retrained it
+        ids = retrained(study, settings)
+        if ids:
+            print(f"best trial {best.number} was retrained already: runs {ids}", file=sys.stderr)
+        else:
+            result |= retrain_best(study, settings, parent, run_tags)
+            ids = study.user_attrs["final_run_ids"]
+    finally:
+        release(study)
     # on the parent, and on this worker's own run when it is another (`main` reads the
     # retrain runs to evaluate from the tune run it started)
     for run_id in dict.fromkeys([parent, run_tags["tune.worker_run_id"]]):

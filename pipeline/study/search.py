@@ -15,6 +15,7 @@ ends FAIL before it trains (user attribute `surplus`) and stops its worker.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -26,7 +27,7 @@ from pipeline import config, fit, identity, interrupts, tracking
 from pipeline.config import TuneSettings
 from pipeline.errors import UserError
 from pipeline.study import space
-from pipeline.study.storage import reason
+from pipeline.study.storage import fail_orphaned_trials, reason
 
 PARENT_ATTR = "mlflow_parent_run_id"
 SETTINGS_ATTR = "settings"  # decided_by() of the tune that created the study
@@ -44,19 +45,27 @@ class OddTrialPruner(optuna.pruners.BasePruner):
         return trial.number % 2 == 1
 
 
-class KeepsDefaultTrial(optuna.pruners.BasePruner):
-    """Another pruner that never stops trial 0, the enqueued default configuration (open_study
-    enqueues it when it creates the study, and Optuna numbers an enqueued trial at once).
+class KeepsDefaultTrial(optuna.pruners.HyperbandPruner):
+    """Optuna's HyperbandPruner that never stops trial 0, the enqueued default configuration
+    (open_study enqueues it when it creates the study, and Optuna numbers an enqueued trial
+    at once).
 
-    The inner pruner still sees trial 0's values (Hyperband records them in its rungs), so
-    the default is what the next trials at a rung are compared with, and a study always
-    completes at least that one trial, which the final retrain is held against."""
+    Hyperband still sees trial 0's values (it records them in its rungs), so the default is
+    what the next trials at a rung are compared with, and a study always completes at least
+    that one trial, which the final retrain is held against.
 
-    def __init__(self, inner: optuna.pruners.BasePruner) -> None:
-        self.inner = inner
+    A subclass, not a wrapper around the pruner: Optuna gives the sampler only the trials of
+    a trial's own bracket when `isinstance(study.pruner, HyperbandPruner)`
+    (optuna.pruners._filter_study); behind a wrapper TPE modelled every bracket's trials
+    together. The brackets are laid out at once (max_resource is explicit), so a worker's
+    first trial is sampled within its bracket too, not among all trials."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._try_initialization(None)  # reads the study only for max_resource="auto"
 
     def prune(self, study, trial) -> bool:
-        return self.inner.prune(study, trial) and trial.number != 0
+        return super().prune(study, trial) and trial.number != 0
 
 
 def hyperband(epochs: int) -> optuna.pruners.BasePruner:
@@ -78,10 +87,9 @@ def hyperband(epochs: int) -> optuna.pruners.BasePruner:
     With Optuna's default (0), every bracket promoted its first trials at every rung (50% of
     the unpruned epochs in the study above). Optuna needs an explicit max_resource for it.
     """
-    inner = optuna.pruners.HyperbandPruner(
+    return KeepsDefaultTrial(
         min_resource=1, max_resource=max(1, epochs // 2), reduction_factor=3, bootstrap_count=1
     )
-    return KeepsDefaultTrial(inner)
 
 
 # name -> maker(epochs per trial): steps are epochs, counted from 1
@@ -100,6 +108,30 @@ SAMPLERS = {
 
 class Surplus(Exception):
     """This trial would take the study past n_trials."""
+
+    def __init__(self, number: int, n_trials: int) -> None:
+        super().__init__(f"the study already has {n_trials} trials; trial {number} not run")
+        self.number = number
+
+
+class QuietSurplus(logging.Filter):
+    """Optuna logs a surplus trial (the cap reached while other workers ran the last trials:
+    the designed stop of every worker but one) as a failed trial, with a traceback and a
+    second line; one line instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numbers: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, Surplus):
+            self.numbers.add(exc.number)
+            record.msg, record.args = str(exc), ()
+            record.exc_info = record.exc_text = None
+            return True
+        text = record.getMessage()
+        return not any(text == f"Trial {n} failed with value None." for n in self.numbers)
 
 
 def decided_by(settings: TuneSettings, digest: str) -> dict[str, str]:
@@ -214,7 +246,7 @@ def check_not_surplus(study, trial, n_trials: int) -> None:
     if len(ahead) >= n_trials:
         trial.set_user_attr("surplus", True)
         study.stop()
-        raise Surplus(f"the study already has {n_trials} trials; trial {trial.number} not run")
+        raise Surplus(trial.number, n_trials)
 
 
 def pruning_hook(trial):
@@ -303,6 +335,7 @@ def best_so_far(parent: str):
 
 def search(study, settings: TuneSettings, parent: str, run_tags: dict[str, str]) -> None:
     """Run trials until the study holds n_trials finished ones (or the timeout)."""
+    fail_orphaned_trials(study)  # a killed worker's trial, where no heartbeat failed it
     finished = counted(study)
     remaining = settings.n_trials - finished
     if remaining <= 0:
@@ -312,13 +345,18 @@ def search(study, settings: TuneSettings, parent: str, run_tags: dict[str, str])
             file=sys.stderr,
         )
         return
-    study.optimize(
-        objective_for(study, settings, parent, run_tags),
-        n_trials=remaining,  # this worker's bound; failed trials count here, not in the cap
-        timeout=settings.timeout or None,
-        callbacks=[
-            optuna.study.MaxTrialsCallback(settings.n_trials, states=COUNTED),
-            best_so_far(parent),
-        ],
-        catch=(Exception,),  # one failing configuration must not end the search
-    )
+    quiet, logger = QuietSurplus(), logging.getLogger("optuna.study._optimize")
+    logger.addFilter(quiet)
+    try:
+        study.optimize(
+            objective_for(study, settings, parent, run_tags),
+            n_trials=remaining,  # this worker's bound; failed trials count here, not in the cap
+            timeout=settings.timeout or None,
+            callbacks=[
+                optuna.study.MaxTrialsCallback(settings.n_trials, states=COUNTED),
+                best_so_far(parent),
+            ],
+            catch=(Exception,),  # one failing configuration must not end the search
+        )
+    finally:
+        logger.removeFilter(quiet)

@@ -3,6 +3,7 @@ files; heartbeats, and what happens to a trial whose worker died."""
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 import warnings
@@ -111,9 +112,36 @@ def close_and_retry(study, trial) -> None:
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
 
+def fail_orphaned_trials(study) -> int:
+    """Fail the RUNNING trials whose worker's run has ended, then close and queue them again
+    as close_and_retry does; returns how many. A worker killed on this machine has its run
+    closed KILLED when the next step starts here (tracking.close_stale_runs). Heartbeats
+    find dead workers on RDB storages only: on a journal file such a trial stayed RUNNING
+    for ever, counted against n_trials, and no rerun could complete the study."""
+    stale = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("mlflow_worker_run_id")
+        try:
+            if not worker or tracking.get_run(worker).info.status == "RUNNING":
+                continue  # alive, or on another machine: heartbeats (if any) decide
+        except UserError:  # not in this store: nothing to go by
+            continue
+        try:  # of two workers doing this at once, one fails the trial
+            if study._storage.set_trial_state_values(
+                trial._trial_id, state=optuna.trial.TrialState.FAIL
+            ):
+                stale.append(trial._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+    for trial_id in stale:
+        close_and_retry(study, copy.deepcopy(study._storage.get_trial(trial_id)))
+    return len(stale)
+
+
 def dead_worker_tags(trial) -> dict[str, str]:
     return {
         "trial.state": "FAIL",
-        "error": f"worker sent no heartbeat for the grace period (killed?); trial {trial.number}"
-        f" is queued again unless it was retried {MAX_RETRY} times already",
+        "error": "its worker died (no heartbeat for the grace period, or its run ended"
+        f" KILLED); trial {trial.number} is queued again unless it was retried {MAX_RETRY}"
+        " times already",
     }
