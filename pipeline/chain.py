@@ -159,9 +159,12 @@ def tune_all(chain: Chain, jobs: list[profiles.Job]) -> list[str]:
     """Every study's retrained runs (to evaluate)."""
     final = []
     for job, workers in ((job, study_workers(chain, job)) for job in jobs):
+        ran = chain.ran
         ids = chain.run_all(workers, usable=concluded)
         if len(workers) > 1 and all(ids):  # the study is complete: retrain its best once
-            ids = chain.run_all([job], reuse=False)
+            # its finished retrain job is reused while no worker ran now (a rerun of main
+            # started another tune run each time, which only found the retrain done)
+            ids = chain.run_all([job], reuse=chain.ran == ran, usable=concluded)
         for run_id in ids:
             tags = tracking.get_run(run_id).data.tags if run_id else {}
             final += [i for i in tags.get("tune.final_run_ids", "").split(",") if i]

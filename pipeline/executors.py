@@ -7,7 +7,9 @@ run (MLflow's multistep workflow). Ray: the main process creates each job's chil
 entry point's command in that run (`MLFLOW_RUN_ID`, as `mlflow run` hands a run over), so a
 job is the same MLflow child run whichever executor ran it. A task that fails, or whose
 worker or node dies, is retried by Ray up to MAX_RETRIES times; a retry continues the same
-run from its checkpoint (`resume`) rather than starting another. The tracking settings reach
+run from its checkpoint (`resume`) rather than starting another. A step that refused its
+input (its one `error:` line, exit 2: a bad setting, device or data) would refuse it again:
+it fails once, never retried. The tracking settings reach
 the tasks through Ray's runtime_env. Ray is imported only here (the `ray` extra).
 """
 
@@ -21,7 +23,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from pipeline import config, tracking
+from pipeline import config, interrupts, tracking
 from pipeline.errors import UserError
 
 MAX_RETRIES = 2  # attempts after the first, for a failed job or a dead worker or node
@@ -34,10 +36,29 @@ FORWARDED = (
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
     "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_INSECURE_TLS",
+    "MLFLOW_TRACKING_SERVER_CERT_PATH",
+    "MLFLOW_TRACKING_CLIENT_CERT_PATH",
     "FMB_DATA_DIR",
     "FMB_MLRUNS_DIR",
     "FASHION_MNIST_DIR",
 )
+
+
+REFUSED = 2  # a step's exit code for bad input (cli.fail): the same again on any retry
+
+
+class JobError(Exception):
+    """A job's step exited non-zero; the message is the last line it wrote on stderr."""
+
+
+class JobFailed(JobError):
+    """A crash, a kill, a lost node: Ray retries it (MAX_RETRIES)."""
+
+
+class JobRefused(JobError):
+    """The step refused its input (exit 2, one `error:` line): retrying cannot help."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +139,10 @@ def connect(workers: int):
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=workers or None, include_dashboard=False, log_to_driver=False)
+    except SystemExit as exc:  # Ray's handler, meanwhile: SIGTERM is sys.exit(15)
+        if exc.code != signal.SIGTERM:
+            raise
+        raise KeyboardInterrupt from None  # as a SIGTERM at any other moment: exit 130
     except Exception as exc:
         raise UserError(f"cannot start or join Ray ({type(exc).__name__}: {exc})") from None
     finally:
@@ -166,7 +191,7 @@ class Ray(Local):
         return {
             **resources,
             "max_retries": MAX_RETRIES,
-            "retry_exceptions": True,
+            "retry_exceptions": [JobFailed],  # not JobRefused: it would refuse again
             "runtime_env": {"env_vars": env},
         }
 
@@ -177,13 +202,18 @@ class Ray(Local):
         while queue or refs:
             while queue and len(refs) < self.workers:  # each run is made when its job starts
                 index, job = queue.pop(0)
-                run_id = job.run_id or tracking.project_child_run(self.main_run_id, job.entry)
-                args = (job.entry, job.params, run_id, self.main_run_id)
-                refs[remote.options(**self.options(job)).remote(*args)] = (index, run_id)
-            self.pending = {ref: run_id for ref, (_, run_id) in refs.items()}
+                # a Ctrl-C waits until the run is made, submitted and pending, so close()
+                # cancels the task and ends its run KILLED (it stayed RUNNING)
+                with interrupts.deferred():
+                    run_id = job.run_id or tracking.project_child_run(self.main_run_id, job.entry)
+                    args = (job.entry, job.params, run_id, self.main_run_id)
+                    ref = remote.options(**self.options(job)).remote(*args)
+                    refs[ref] = (index, run_id)
+                    self.pending[ref] = run_id
             done, _ = self.ray.wait(list(refs), num_returns=1)
             for ref in done:
                 index, run_id = refs.pop(ref)
+                self.pending.pop(ref, None)
                 try:
                     results[index] = Outcome(self.ray.get(ref))
                 except Exception as exc:  # after the last retry
@@ -208,6 +238,9 @@ class Ray(Local):
 
 
 def reason(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)  # a RayTaskError carries the task's own exception
+    if isinstance(cause, JobError):
+        return str(cause).removeprefix("error: ")[:300]
     text = str(exc).strip().splitlines()
     return text[-1][:300] if text else type(exc).__name__
 
@@ -229,7 +262,8 @@ def die_with_parent() -> None:
 
 def run_job(entry: str, params: dict[str, str], run_id: str, main_run_id: str) -> str:
     """The entry point's command in run `run_id` (a retry continues from the checkpoint);
-    returns the run id; raises on failure so that Ray retries it."""
+    returns the run id; raises JobFailed on failure so that Ray retries it, JobRefused when
+    the step refused its input (never retried)."""
     if entry == "train":
         run_id, params = resume_or_restart(run_id, params, main_run_id)
     argv = [sys.executable, "-m", "pipeline", entry, *(f"--{k}={v}" for k, v in params.items())]
@@ -239,7 +273,8 @@ def run_job(entry: str, params: dict[str, str], run_id: str, main_run_id: str) -
     )
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
-        raise RuntimeError(lines[-1] if lines else f"{entry} exited with {done.returncode}")
+        error = JobRefused if done.returncode == REFUSED else JobFailed
+        raise error(lines[-1] if lines else f"{entry} exited with {done.returncode}")
     return run_id
 
 

@@ -153,3 +153,146 @@ def test_an_unreachable_ray_address_is_one_line(stores):
 def test_workers_without_ray_is_refused(stores):
     result = run_step(["main", "--profile", "tiny", "--workers", "2"], stores, timeout=60)
     assert result.returncode != 0 and "workers applies to executor=ray" in result.stderr
+
+
+def test_a_step_that_refuses_its_input_is_not_retried_by_ray(monkeypatch):
+    """A refused setting, device or data (exit 2, one `error:` line) refuses again on every
+    retry: Ray ran it three times (1 + MAX_RETRIES) before main reported it. A crash or a
+    kill is still retried."""
+    from pipeline import executors
+
+    def exiting(code, line):
+        def run(argv, **kwargs):
+            return subprocess.CompletedProcess(argv, code, "", f"progress\n{line}\n")
+
+        return run
+
+    monkeypatch.setattr(executors.subprocess, "run", exiting(2, "error: device=cuda but no"))
+    with pytest.raises(executors.JobRefused, match="^error: device=cuda but no$"):
+        executors.run_job("evaluate", {"run_id": "x"}, "0" * 32, "1" * 32)
+    monkeypatch.setattr(executors.subprocess, "run", exiting(-9, "Killed"))
+    with pytest.raises(executors.JobFailed):
+        executors.run_job("evaluate", {"run_id": "x"}, "0" * 32, "1" * 32)
+    ray = object.__new__(executors.Ray)  # options() without starting Ray
+    ray.env, ray.gpus = {}, 0.0
+    options = ray.options(executors.Launch("train", {}, torch=True))
+    assert options["retry_exceptions"] == [executors.JobFailed]
+    assert options["max_retries"] == executors.MAX_RETRIES
+
+
+def test_the_reason_of_a_failed_ray_job_is_the_steps_own_line():
+    from pipeline import executors
+
+    class TaskError(Exception):  # as ray.exceptions.RayTaskError: the task's exception
+        cause = executors.JobRefused("error: device=cuda but no CUDA GPU is visible")
+
+    assert executors.reason(TaskError("Traceback ...\n...")) == (
+        "device=cuda but no CUDA GPU is visible"
+    )
+
+
+def test_ray_jobs_get_the_tracking_token(stores, monkeypatch):
+    """On a cluster a task sees only what runtime_env sends: a server behind a token (or a
+    private CA) answered the jobs 401 (or a TLS error) while main itself got in."""
+    from pipeline import executors
+
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "t0ken")
+    monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", "/etc/ca.pem")
+    env = executors.job_env()
+    assert env["MLFLOW_TRACKING_TOKEN"] == "t0ken"
+    assert env["MLFLOW_TRACKING_SERVER_CERT_PATH"] == "/etc/ca.pem"
+
+
+def test_a_queued_ray_run_refused_by_its_step_says_so(stores):
+    """The run main makes for a Ray task has its step tag already, so a step that refused
+    its input left it named `train (queued)` with no reason of its own."""
+    from pipeline import tracking
+
+    tracking.apply_defaults()
+    client = store_client(stores["MLFLOW_TRACKING_URI"])
+    experiment = tracking.ensure_experiment()
+    parent = client.create_run(experiment, run_name="main", tags={"pipeline.step": "main"})
+    queued = tracking.project_child_run(parent.info.run_id, "train")
+    result = run_step(["train", "--epochs", "-1"], {**stores, "MLFLOW_RUN_ID": queued})
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error:")
+    run = client.get_run(queued)
+    assert run.info.run_name == "train (refused)" and "epochs" in run.data.tags["error"]
+
+
+def test_a_ctrl_c_between_two_submissions_leaves_no_run_running(stores, monkeypatch):
+    """Ray.map registered a round's tasks as pending only once the round was submitted: a
+    Ctrl-C while the next job's run was being made left the runs of the jobs submitted
+    before it RUNNING (close() neither cancelled them nor ended their runs)."""
+    from pipeline import executors, tracking
+
+    tracking.apply_defaults()
+    experiment = tracking.ensure_experiment()
+    client = store_client(stores["MLFLOW_TRACKING_URI"])
+    main = client.create_run(experiment, run_name="main", tags={"pipeline.step": "main"})
+    made = []
+
+    def interrupted_at_the_second(parent, entry):
+        if made:
+            raise KeyboardInterrupt
+        made.append(real(parent, entry))
+        return made[-1]
+
+    real = tracking.project_child_run
+    monkeypatch.setattr(tracking, "project_child_run", interrupted_at_the_second)
+    ray = executors.Ray(config.MainSettings.from_params({"executor": "ray", "workers": "2"}))
+    try:
+        ray.bind(experiment, main.info.run_id)
+        with pytest.raises(KeyboardInterrupt):
+            ray.map([executors.Launch("compare", {}), executors.Launch("compare", {})])
+    finally:
+        ray.close()
+    assert client.get_run(made[0]).info.status == "KILLED"
+
+
+def test_a_sigterm_while_ray_starts_is_an_interrupt(monkeypatch):
+    """ray.init puts its own SIGTERM handler (sys.exit(15)) in place while it starts the
+    local instance: a SIGTERM then ended main with exit 15 and no word, not 130."""
+    import types
+
+    from pipeline import executors
+
+    def init(**kwargs):
+        raise SystemExit(signal.SIGTERM)
+
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(init=init))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        executors.connect(0)
+
+
+@pytest.mark.parametrize("workers_ran", [False, True])
+def test_a_rerun_reuses_the_retrain_job_of_a_complete_parallel_study(monkeypatch, workers_ran):
+    """On Ray with a PostgreSQL study, main ran the study's retrain job with reuse=False: every
+    rerun of an unchanged profile started another tune run (which found the retrain done).
+    It is reused while every worker was reused; a worker that ran now retrains again."""
+    from types import SimpleNamespace
+
+    from pipeline import chain, executors, profiles
+
+    settings = config.TuneSettings.from_params(
+        {"model": "mlp", "storage": "postgresql+psycopg://u@127.0.0.1/optuna"}
+    )
+    job = profiles.Job("tune", settings, ("model", "storage"))
+    ray = object.__new__(executors.Ray)  # no Ray started: only its class and workers count
+    ray.workers = 2
+    calls = []
+
+    class Recorded(chain.Chain):
+        def run_all(self, jobs, reuse=True, usable=None):
+            calls.append((len(jobs), reuse))
+            if len(jobs) > 1 and workers_ran:
+                self.ran += len(jobs)
+            return [f"run{i}" for i in range(len(jobs))]
+
+    tags = {"tune.final_run_ids": "retrained"}
+    monkeypatch.setattr(
+        chain.tracking, "get_run", lambda _: SimpleNamespace(data=SimpleNamespace(tags=tags))
+    )
+    steps = Recorded(config.MainSettings(), "1", "code", ray)
+    assert chain.tune_all(steps, [job]) == ["retrained"]
+    assert calls == [(2, True), (1, workers_ran is False)]

@@ -142,6 +142,8 @@ def test_main_refuses_a_profile_model_option_before_any_run(tmp_path):
     for body, message in [
         ('[[train]]\nmodel = "mlp"\noptions = {blocks = 4}\n', "unknown option 'blocks'"),
         ('[[tune]]\nmodel = "fastnet"\noptions = {widths = [1]}\n', "2 to 5 blocks"),
+        # train refuses it once the data is loaded: after prepare, and on Ray after retries
+        ('[[train]]\nmodel = "logreg"\nepochs = 3\n', "scikit-learn baseline.*no epochs"),
     ]:
         bad.write_text(body)
         with pytest.raises(UserError, match=f"bad.toml, \\[\\[.*{message}"):

@@ -45,7 +45,8 @@ def show(compare_run: str, experiment: str, main_run: str) -> None:
 
 def check_models(profile) -> None:
     """Each job's model builds with its options (profiles, standard library only, cannot
-    build one): a bad option fails now, not in a child run after prepare."""
+    build one), and a scikit-learn baseline is given no torch setting (train checks that
+    only once its data is loaded): either fails now, not in a child run after prepare."""
     from pipeline import models
     from pipeline.errors import UserError
 
@@ -53,7 +54,8 @@ def check_models(profile) -> None:
         s = job.settings if job.entry == "train" else job.settings.base
         try:
             models.check_options(s.model, s.options, s.dropout)
-        except ValueError as exc:
+            s.check_baseline()
+        except (ValueError, UserError) as exc:
             raise UserError(f"profile {profile.path}, [[{job.entry}]]: {exc}") from None
 
 
