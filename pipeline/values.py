@@ -41,8 +41,14 @@ class Kind:
     """Base of the value kinds. `parse` takes text or a typed value."""
 
     mlproject_type = "string"  # the MLproject parameter type (MLflow checks path/uri only)
+    # Only kinds that read comma lists take a list (a profile's `augment = ["flip"]`); for
+    # the others a list is a mistake, which its comma-joined text hid: `seed = [1]` (or
+    # `[[1]]`) in a profile was read as seed 1.
+    takes_list = False
 
     def parse(self, value: Any, name: str) -> Any:
+        if isinstance(value, list | tuple) and not self.takes_list:
+            raise ValueError(f"{name} takes one value, not a list: got {list(value)}")
         return self.read(as_text(value).strip(), name)
 
     def read(self, text: str, name: str) -> Any:
@@ -136,6 +142,7 @@ class Subset(Kind):
     """A comma-separated subset of `options` (kept in their order); `none` for the empty one."""
 
     options: tuple[str, ...] = ()
+    takes_list = True
 
     def read(self, text: str, name: str) -> tuple[str, ...]:
         if text.lower() in ("", "none"):
@@ -226,6 +233,10 @@ class OrNone(Kind):
     def mlproject_type(self) -> str:  # type: ignore[override]
         return "string"
 
+    @property
+    def takes_list(self) -> bool:  # type: ignore[override]
+        return self.inner.takes_list
+
     def read(self, text: str, name: str) -> Any:
         if text.lower() in ("", "none", self.word):
             return None
@@ -280,6 +291,8 @@ class Storage(Kind):
 @dataclass(frozen=True)
 class RunIds(Kind):
     """`latest`, or MLflow run ids separated by commas (lower case, in order, once each)."""
+
+    takes_list = True
 
     def read(self, text: str, name: str) -> str:
         if text.lower() in ("", "latest", "none"):

@@ -124,6 +124,9 @@ def test_a_bad_profile_entry_names_the_profile(tmp_path):
         ("train = 5\n", "train must be a list of tables"),
         ("[[prepare]]\nsplit_seed = 1\n", "prepare must be a table"),
         ("description = 3\n", "description must be a string"),
+        # a list where one value goes was read as its only item
+        ('[[train]]\nmodel = "mlp"\nseeds = [[1], [2]]\n', "seed takes one value.*\\[1\\]"),
+        ('[[train]]\nmodel = "mlp"\nbatch_size = [64]\n', "batch_size takes one value"),
     ],
 )
 def test_a_profile_that_main_would_quietly_change_is_refused(tmp_path, body, message):
