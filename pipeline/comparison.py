@@ -80,7 +80,7 @@ def log_report(run_id: str, tables: dict, unranked: pd.DataFrame, best, recs) ->
     log_figures(run_id, recs, main)
 
 
-def summary_lines(tables: dict, best, section: Section | None) -> list[str]:
+def summary_lines(tables: dict, best, section: Section | None, unranked: pd.DataFrame) -> list[str]:
     lines = []
     for sec, table in tables.items():
         if table.empty:
@@ -94,8 +94,14 @@ def summary_lines(tables: dict, best, section: Section | None) -> list[str]:
                 f"  val {100 * row['val_accuracy_mean']:6.2f}%  n={int(row['n_seeds'])}"
                 f"  {row['config_label']}"
             )
+    if not lines:
+        lines.append("no evaluated train runs yet: train and evaluate first")
     if best is not None:
         lines.append(f"champion ({section.name}): {best['config_label']} run {best['best_run_id']}")
+    if not unranked.empty:  # failed, killed, unevaluated or superseded: said, never dropped
+        counts = unranked["status"].value_counts().sort_index()
+        said = ", ".join(f"{n} {status}" for status, n in counts.items())
+        lines.append(f"not ranked: {len(unranked)} train run(s) ({said}); see unranked_runs.csv")
     return lines
 
 
@@ -164,5 +170,5 @@ def compare(run_id: str, metric: str) -> dict:
         result["champion_dropped"] = dropped  # @champion named a deleted run
     tracking.log_metrics(run_id, {k: v for k, v in result.items() if k.startswith("n_")})
     log_report(run_id, tables, unranked, best, recs)
-    result["lines"] = summary_lines(tables, best, section)
+    result["lines"] = summary_lines(tables, best, section, unranked)
     return result

@@ -46,8 +46,9 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
             ),
         }
     )
-    if sort_column not in (
+    if sort_column not in (  # columns shown above already
         "test_accuracy_mean",
+        "test_f1_macro_mean",
         "val_accuracy_mean",
         "n_params",
         "train_time_s_mean",
@@ -71,8 +72,8 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
 def _champion_text(best: pd.Series | None) -> str:
     if best is None:
         return (
-            "none (no evaluated run with a validation accuracy on the official data with the"
-            " full training split)"
+            "none (no evaluated run with a validation accuracy on the official data, trained"
+            " on its whole training split or a subset of it)"
         )
     return (
         f"{best['model']} ({best['config_label']}), chosen by validation accuracy, never by"

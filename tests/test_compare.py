@@ -96,3 +96,15 @@ def test_two_compares_registering_one_run_at_once_leave_one_version(stores, monk
         assert registry.champion_run_id() is None
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_the_summary_says_how_many_runs_are_not_ranked(fake_store):
+    """The console summary named the ranked rows only: failed or unevaluated train runs were
+    in the artifacts alone."""
+    failed = scored("broken", 0.99, 0.99, key="k2", status="FAILED")
+    fake_store.snapshots = [frame(scored("best", 0.9, 0.9), failed)]
+    lines = comparison.compare("compare-run", "test_accuracy")["lines"]
+    assert lines[-1] == "not ranked: 1 train run(s) (1 FAILED); see unranked_runs.csv", lines
+    fake_store.snapshots = [frame(failed)]
+    lines = comparison.compare("compare-run", "test_accuracy")["lines"]
+    assert lines[0] == "no evaluated train runs yet: train and evaluate first", lines

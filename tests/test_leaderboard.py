@@ -176,6 +176,18 @@ def test_order_by_metric_with_deterministic_tie_break():
     assert by_val["best_run_id"].iloc[0] == "low"
 
 
+def test_the_sort_metric_is_shown_once():
+    """--metric test_f1_macro showed F1 twice (its own column and the sort column)."""
+    rows = [scored("a", 0.9, 0.9, key="ka", test_loss=0.5), scored("b", 0.8, 0.8, key="kb")]
+    recs = lb.records(frame(*rows))
+    for metric, column in (("test_f1_macro", "test_f1_macro %"), ("test_loss", "test_loss_mean")):
+        table = lb.aggregate(recs, metric=metric)
+        table.attrs["sort_column"] = f"{metric}_mean"
+        text = report.to_markdown({lb.main_section(): table}, None, lb.REFERENCES, None)
+        header = next(line for line in text.splitlines() if line.startswith("| rank"))
+        assert header.count(metric) == 1 and column in header, header
+
+
 def test_lower_is_better_metric_and_unknown_metric():
     rows = [
         scored("a", 0.9, 0.9, key="ka", test_loss=0.5),

@@ -20,7 +20,7 @@ def main(settings: CompareSettings) -> int:
     ) as run_id:
         result = comparison.compare(run_id, settings.metric)
     lines = result.pop("lines")
-    print("\n".join(lines) or "no evaluated train runs yet: train and evaluate first")
+    print("\n".join(lines))
     print(
         f"leaderboard: run {run_id}, artifacts leaderboard.md / leaderboard.html", file=sys.stderr
     )
