@@ -205,7 +205,9 @@ class Ray(Local):
                 # a Ctrl-C waits until the run is made, submitted and pending, so close()
                 # cancels the task and ends its run KILLED (it stayed RUNNING)
                 with interrupts.deferred():
-                    run_id = job.run_id or tracking.project_child_run(self.main_run_id, job.entry)
+                    run_id = job.run_id or tracking.project_child_run(
+                        self.main_run_id, job.entry, job.params
+                    )
                     args = (job.entry, job.params, run_id, self.main_run_id)
                     ref = remote.options(**self.options(job)).remote(*args)
                     refs[ref] = (index, run_id)
@@ -285,7 +287,7 @@ def resume_or_restart(run_id: str, params: dict[str, str], main_run_id: str):
     if config.checkpoint_path(run_id).is_file():
         return run_id, {**params, "resume": "true"}
     if tracking.metric_steps(run_id, "val_accuracy"):
-        fresh = tracking.project_child_run(main_run_id, "train")
+        fresh = tracking.project_child_run(main_run_id, "train", params)
         tracking.close_run(run_id, "FAILED", {"error": f"retried as run {fresh} on another node"})
         return fresh, params
     return run_id, params

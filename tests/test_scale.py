@@ -212,11 +212,16 @@ def test_a_queued_ray_run_refused_by_its_step_says_so(stores):
     client = store_client(stores["MLFLOW_TRACKING_URI"])
     experiment = tracking.ensure_experiment()
     parent = client.create_run(experiment, run_name="main", tags={"pipeline.step": "main"})
-    queued = tracking.project_child_run(parent.info.run_id, "train")
-    result = run_step(["train", "--epochs", "-1"], {**stores, "MLFLOW_RUN_ID": queued})
+    given = {"model": "mlp", "epochs": "-1", "seed": "3"}
+    queued = tracking.project_child_run(parent.info.run_id, "train", given)
+    args = [f"--{k}={v}" for k, v in given.items()]
+    result = run_step(["train", *args], {**stores, "MLFLOW_RUN_ID": queued})
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error:")
     run = client.get_run(queued)
     assert run.info.run_name == "train (refused)" and "epochs" in run.data.tags["error"]
+    # what it was given, as `mlflow run` logs its -P values: the leaderboard's "not
+    # ranked" row names the model and seed
+    assert run.data.params == given
 
 
 def test_a_ctrl_c_between_two_submissions_leaves_no_run_running(stores, monkeypatch):
@@ -231,10 +236,10 @@ def test_a_ctrl_c_between_two_submissions_leaves_no_run_running(stores, monkeypa
     main = client.create_run(experiment, run_name="main", tags={"pipeline.step": "main"})
     made = []
 
-    def interrupted_at_the_second(parent, entry):
+    def interrupted_at_the_second(parent, entry, params):
         if made:
             raise KeyboardInterrupt
-        made.append(real(parent, entry))
+        made.append(real(parent, entry, params))
         return made[-1]
 
     real = tracking.project_child_run

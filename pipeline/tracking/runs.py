@@ -199,10 +199,12 @@ def child_run(parent_id: str, name: str, tags: dict[str, str]) -> str:
     return client().create_run(experiment_id, run_name=name, tags=resolved).info.run_id
 
 
-def project_child_run(parent_id: str, entry: str) -> str:
+def project_child_run(parent_id: str, entry: str, params: dict[str, str]) -> str:
     """A child run of `parent_id` for an entry point of this project, tagged as `mlflow run`
-    tags the runs it creates (entry point, source type PROJECT, git commit, user), for a job
-    that another process (a Ray task) runs in it."""
+    tags the runs it creates (entry point, source type PROJECT, git commit, user) and with
+    its parameters logged as `mlflow run` logs its -P values (so a step that refuses them
+    still leaves a run that says what it was given), for a job that another process (a Ray
+    task) runs in it."""
     from mlflow.utils.git_utils import get_git_commit
     from mlflow.utils.mlflow_tags import (
         MLFLOW_GIT_COMMIT,
@@ -222,7 +224,9 @@ def project_child_run(parent_id: str, entry: str) -> str:
     commit = get_git_commit(str(config.ROOT))
     if commit:
         tags[MLFLOW_GIT_COMMIT] = commit
-    return child_run(parent_id, f"{entry} (queued)", tags)
+    run_id = child_run(parent_id, f"{entry} (queued)", tags)
+    log.log_params(run_id, params)
+    return run_id
 
 
 @log.timed()
