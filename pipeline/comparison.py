@@ -1,5 +1,5 @@
 """The compare job: the leaderboard across the experiment's evaluated train runs, and the
-champion registered as `fashion-mnist-classifier@champion`.
+champion registered as `fashion-mnist-classifier@champion` (tracking.model_name).
 
 Reads the runs through tracking (embedded store or a server alike), ranks them with
 pipeline.leaderboard, tests neighbouring rows on their paired test predictions, renders the
@@ -161,6 +161,7 @@ def compare(run_id: str, metric: str) -> dict:
     result = {"n_train_runs": len(recs), "n_ranked": int(sum(len(t) for t in tables.values()))}
     if best is not None:
         result["champion_version"] = version
+        result["champion_uri"] = f"models:/{tracking.model_name()}@{config.CHAMPION_ALIAS}"
         result["champion_run_id"] = best["best_run_id"]
         tracking.set_tags(
             run_id, {"champion.run_id": best["best_run_id"], "champion.section": section.name}

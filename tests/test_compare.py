@@ -108,3 +108,31 @@ def test_the_summary_says_how_many_runs_are_not_ranked(fake_store):
     fake_store.snapshots = [frame(failed)]
     lines = comparison.compare("compare-run", "test_accuracy")["lines"]
     assert lines[0] == "no evaluated train runs yet: train and evaluate first", lines
+
+
+def test_a_compare_in_another_experiment_has_a_registered_model_of_its_own(stores, monkeypatch):
+    """The registry is the store's, compare ranks one experiment: a compare in a scratch
+    experiment moved the main experiment's champion onto its own, worse run."""
+    import mlflow
+
+    from pipeline import config
+    from pipeline.tracking import registry
+
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    try:
+        runs = {}
+        for experiment in (config.EXPERIMENT_NAME, "team/scratch: lr sweep"):
+            monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
+            # not mlflow.set_experiment: its active experiment would outlive this test
+            experiment_id = mlflow.MlflowClient().create_experiment(experiment)
+            with mlflow.start_run(experiment_id=experiment_id) as run:
+                model = mlflow.create_external_model(name="model")
+            runs[registry.model_name()] = run.info.run_id
+            registry.register_champion(run.info.run_id, f"models:/{model.model_id}", {})
+        scratch = f"{config.REGISTERED_MODEL}-team-scratch-lr-sweep"
+        assert list(runs) == [config.REGISTERED_MODEL, scratch]
+        assert registry.champion_run_id() == runs[scratch]
+        monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", config.EXPERIMENT_NAME)
+        assert registry.champion_run_id() == runs[config.REGISTERED_MODEL]  # untouched
+    finally:
+        mlflow.set_tracking_uri(None)

@@ -33,6 +33,7 @@ from pipeline.tracking.projects import run_entry_point
 from pipeline.tracking.registry import (
     champion_run_id,
     drop_deleted_champion,
+    model_name,
     register_champion,
 )
 from pipeline.tracking.runs import (
@@ -67,6 +68,7 @@ __all__ = [
     "artifact_names",
     "champion_run_id",
     "drop_deleted_champion",
+    "model_name",
     "changed_metrics",
     "check_reachable",
     "child_run",

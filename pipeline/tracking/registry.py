@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 from pipeline import config
 from pipeline.tracking.log import timed
-from pipeline.tracking.store import client
+from pipeline.tracking.store import client, experiment_name
+
+
+def model_name() -> str:
+    """The registered model that compare's champion goes to: `fashion-mnist-classifier` for
+    the contract's experiment, `fashion-mnist-classifier-<experiment>` for another. The
+    registry is the whole store's and compare ranks one experiment: with one name, a compare
+    in a scratch experiment moved the main experiment's champion onto its own best run."""
+    experiment = experiment_name()
+    if experiment == config.EXPERIMENT_NAME:
+        return config.REGISTERED_MODEL
+    # MLflow refuses '/' and ':' in model names (Databricks-style experiment paths have '/')
+    slug = re.sub(r"[/:\s]+", "-", experiment).strip("-")
+    return f"{config.REGISTERED_MODEL}-{slug}"
 
 
 def _versions_of(name: str, run_id: str) -> list[int]:
@@ -13,8 +28,8 @@ def _versions_of(name: str, run_id: str) -> list[int]:
 
 
 def register_champion(run_id: str, model_uri: str, tags: dict[str, str]) -> str:
-    """Register the run's model as `fashion-mnist-classifier` (once per run), point the
-    `champion` alias at that version and tag it; returns the version.
+    """Register the run's model as model_name() (once per run), point the `champion` alias
+    at that version and tag it; returns the version.
 
     Two compares at once may both find the run unregistered and both register it: each then
     looks again and keeps the lowest version of the run, deleting its own if another is
@@ -22,7 +37,7 @@ def register_champion(run_id: str, model_uri: str, tags: dict[str, str]) -> str:
     """
     import mlflow
 
-    name = config.REGISTERED_MODEL
+    name = model_name()
     with timed():
         versions = _versions_of(name, run_id)
         if not versions:
@@ -38,11 +53,9 @@ def register_champion(run_id: str, model_uri: str, tags: dict[str, str]) -> str:
 
 
 def champion_run_id() -> str | None:
-    """The run behind `fashion-mnist-classifier@champion`, None when there is none."""
+    """The run behind `<model_name()>@champion`, None when there is none."""
     try:
-        version = client().get_model_version_by_alias(
-            config.REGISTERED_MODEL, config.CHAMPION_ALIAS
-        )
+        version = client().get_model_version_by_alias(model_name(), config.CHAMPION_ALIAS)
     except Exception:
         return None
     return version.run_id
@@ -51,7 +64,7 @@ def champion_run_id() -> str | None:
 def drop_deleted_champion() -> str | None:
     """Remove the `champion` alias when the run behind it was deleted (a compare that finds
     no champion leaves no alias on a deleted run); returns that run's id, else None. A
-    champion whose run still exists, in this experiment or another, is left alone."""
+    champion whose run still exists is left alone."""
     from mlflow.exceptions import MlflowException
 
     run_id = champion_run_id()
@@ -63,5 +76,5 @@ def drop_deleted_champion() -> str | None:
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-    client().delete_registered_model_alias(config.REGISTERED_MODEL, config.CHAMPION_ALIAS)
+    client().delete_registered_model_alias(model_name(), config.CHAMPION_ALIAS)
     return run_id

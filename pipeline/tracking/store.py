@@ -164,13 +164,15 @@ def client(uri: str | None = None):
     return made
 
 
+def experiment_name() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or config.EXPERIMENT_NAME
+
+
 def ensure_experiment() -> str:
     """The experiment's id (created, with artifacts under mlruns/ for the embedded store, and
     tagged so the UI opens on its runs), also when `mlflow run` created it."""
     return _experiment(
-        tracking_uri(),
-        os.environ.get("MLFLOW_EXPERIMENT_ID") or "",
-        os.environ.get("MLFLOW_EXPERIMENT_NAME") or config.EXPERIMENT_NAME,
+        tracking_uri(), os.environ.get("MLFLOW_EXPERIMENT_ID") or "", experiment_name()
     )
 
 
