@@ -9,7 +9,7 @@ import signal
 import sys
 
 from pipeline import cli, config, interrupts
-from pipeline.errors import UserError
+from pipeline.errors import Unavailable, UserError
 
 # Write failures a user can fix by freeing space or choosing another folder.
 STORAGE_ERRORS = (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EDQUOT)
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return module.main(settings) or 0
     except UserError as exc:
         note_failure(step, str(exc))
-        cli.fail(str(exc))
+        cli.fail(str(exc), cli.UNAVAILABLE if isinstance(exc, Unavailable) else cli.REFUSED)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130

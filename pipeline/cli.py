@@ -64,7 +64,11 @@ class Failed(SystemExit):
         self.message = message
 
 
-def fail(message: str, code: int = 2) -> None:
+REFUSED = 2  # exit code of bad input: the same command refuses it again
+UNAVAILABLE = 3  # exit code of a server that was unreachable (errors.Unavailable): try again
+
+
+def fail(message: str, code: int = REFUSED) -> None:
     """Print one `error:` line on stderr and exit non-zero."""
     line = " ".join(str(message).split())
     sys.stderr.write(f"error: {line}\n")

@@ -135,13 +135,17 @@ def rank_and_register(recs: pd.DataFrame, metric: str):
     runs this one had not may have set the alias meanwhile, so while a fresh look gives
     another champion, rank the fresh records and register again. The last compare to set
     the alias has then checked it against a look taken after its own write, and the alias
-    never ends on a stale, worse champion. Returns (records, tables, section, best, version)."""
-    for _ in range(CHAMPION_CHECKS):
+    never ends on a stale, worse champion (unless the store changed at each of
+    CHAMPION_CHECKS looks). Returns (records, tables, section, best, version), the records
+    those tables ranked."""
+    for check in range(1, CHAMPION_CHECKS + 1):
         tables = ranked(recs, metric)
         section, best = leaderboard.pick_champion(tables)
         if best is None:
             return recs, tables, section, None, None
         version = register(best, section)
+        if check == CHAMPION_CHECKS:  # the records stay those the tables ranked
+            break
         fresh = leaderboard.records(tracking.runs_frame())
         _, now = leaderboard.pick_champion(leaderboard.sections(fresh, metric))
         if now is None or now["best_run_id"] == best["best_run_id"]:

@@ -9,7 +9,7 @@ job is the same MLflow child run whichever executor ran it. A task that fails, o
 worker or node dies, is retried by Ray up to MAX_RETRIES times; a retry continues the same
 run from its checkpoint (`resume`) rather than starting another. A step that refused its
 input (its one `error:` line, exit 2: a bad setting, device or data) would refuse it again:
-it fails once, never retried. The tracking settings reach
+it fails once, never retried; a tracking server that did not answer (exit 3) is retried. The tracking settings reach
 the tasks through Ray's runtime_env. Ray is imported only here (the `ray` extra).
 """
 
@@ -23,7 +23,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from pipeline import config, interrupts, tracking
+from pipeline import cli, config, interrupts, tracking
 from pipeline.errors import UserError
 
 MAX_RETRIES = 2  # attempts after the first, for a failed job or a dead worker or node
@@ -46,15 +46,13 @@ FORWARDED = (
 )
 
 
-REFUSED = 2  # a step's exit code for bad input (cli.fail): the same again on any retry
-
-
 class JobError(Exception):
     """A job's step exited non-zero; the message is the last line it wrote on stderr."""
 
 
 class JobFailed(JobError):
-    """A crash, a kill, a lost node: Ray retries it (MAX_RETRIES)."""
+    """A crash, a kill, a lost node, a server that did not answer: Ray retries it
+    (MAX_RETRIES)."""
 
 
 class JobRefused(JobError):
@@ -275,7 +273,7 @@ def run_job(entry: str, params: dict[str, str], run_id: str, main_run_id: str) -
     )
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
-        error = JobRefused if done.returncode == REFUSED else JobFailed
+        error = JobRefused if done.returncode == cli.REFUSED else JobFailed
         raise error(lines[-1] if lines else f"{entry} exited with {done.returncode}")
     return run_id
 

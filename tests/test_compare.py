@@ -136,3 +136,13 @@ def test_a_compare_in_another_experiment_has_a_registered_model_of_its_own(store
         assert registry.champion_run_id() == runs[config.REGISTERED_MODEL]  # untouched
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_a_compare_whose_store_keeps_changing_reports_the_records_it_ranked(fake_store):
+    """After CHAMPION_CHECKS looks compare stops; its tables and its record count (the
+    n_train_runs metric, the champion's metrics) were of two different snapshots."""
+    runs = [scored(f"r{i}", 0.80 + i / 100, 0.80 + i / 100, key=f"k{i}") for i in range(8)]
+    fake_store.snapshots = [frame(*runs[: i + 1]) for i in range(8)]
+    result = comparison.compare("compare-run", "test_accuracy")
+    assert len(fake_store.registered) == comparison.CHAMPION_CHECKS
+    assert result["n_train_runs"] == result["n_ranked"]  # one snapshot: ranked what it counted

@@ -180,6 +180,17 @@ def test_a_step_that_refuses_its_input_is_not_retried_by_ray(monkeypatch):
     assert options["max_retries"] == executors.MAX_RETRIES
 
 
+def test_a_tracking_server_that_does_not_answer_is_retried_by_ray(stores, monkeypatch):
+    """Every UserError exited 2, an unreachable or stopped server too: run_job called it
+    refused and Ray never retried it (nor resumed a train run from its checkpoint once the
+    server was back). It exits 3 and stays a JobFailed."""
+    from pipeline import executors
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{tp.free_port()}")  # none there
+    with pytest.raises(executors.JobFailed, match="is unreachable"):
+        executors.run_job("evaluate", {"run_id": "0" * 32}, "0" * 32, "1" * 32)
+
+
 def test_the_reason_of_a_failed_ray_job_is_the_steps_own_line():
     from pipeline import executors
 

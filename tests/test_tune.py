@@ -555,6 +555,7 @@ def test_hyperband_prunes_a_lone_trial_but_never_the_default_trial():
     # Optuna's own bracket count for 12 epochs adds the bracket that first prunes at epoch 9
     optunas = search.KeepsDefaultTrial(min_resource=1, max_resource=12, bootstrap_count=1)
     assert first_rungs(optunas) == {1, 3, 9}
+    search.KeepsDefaultTrial(min_resource=1)  # max_resource="auto": laid out at the first prune
     plain = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=6, bootstrap_count=1)
     inner = optuna.create_study(direction="maximize", pruner=plain)
     assert pruned_at(inner, inner.ask()) in (1, 3)  # trial 0 alone: pruned without the wrapper
@@ -624,10 +625,56 @@ def test_one_worker_at_a_time_retrains_the_best_trial(tmp_path, monkeypatch):
     assert final.claim(study, "b") == "a"  # b leaves it to a
     status["a"] = "KILLED"  # a was killed while retraining, its run closed since
     assert final.claim(study, "b") is None
-    final.release(study)
+    final.release(study, "b")
     assert final.claim(study, "c") is None
-    final.release(study)
+    final.release(study, "c")
     assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["s"]
+
+
+def test_the_retrain_lock_is_not_stolen_on_a_failed_request_nor_left_without_owner(
+    tmp_path, monkeypatch
+):
+    """tracking.get_run says UserError for any failure: one failed request about a live
+    holder's run handed its lock to another worker, whose lock the holder then released. A
+    worker stopped between creating the lock and naming itself left a lock nobody took."""
+    from types import SimpleNamespace
+
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    from pipeline import tracking
+    from pipeline.errors import UserError
+    from pipeline.study import final
+
+    blip = {"on": False}
+
+    def get_run(run_id):
+        if blip["on"]:
+            raise UserError(f"run {run_id} does not exist in http://server")
+        return SimpleNamespace(info=SimpleNamespace(status="RUNNING"))
+
+    monkeypatch.setattr(tracking, "get_run", get_run)
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "j.log")))
+    study = optuna.create_study(study_name="s", storage=storage)
+    assert final.claim(study, "a") is None
+    blip["on"] = True
+    assert final.claim(study, "b") == "a"  # a, alive, keeps it
+    blip["on"] = False
+    final.release(study, "b")  # not b's: kept
+    assert final.claim(study, "c") == "a"
+    final.release(study, "a")
+
+    def refused(*args):
+        raise KeyboardInterrupt  # or a request that failed
+
+    monkeypatch.setattr(storage, "set_study_user_attr", refused)
+    with pytest.raises(KeyboardInterrupt):
+        final.claim(study, "d")
+    monkeypatch.undo()
+    monkeypatch.setattr(tracking, "get_run", get_run)
+    assert final.claim(study, "e") is None  # no lock without owner was left
+    # Ray retries a killed job in the same run: it found itself the holder and never retrained
+    assert final.claim(study, "e") is None
 
 
 def test_a_killed_workers_trial_is_failed_and_queued_again_without_heartbeats(

@@ -72,37 +72,51 @@ def claim(study, worker: str) -> str | None:
     the worker that holds it. The lock is a study of its own (lock_name): creating a study
     is atomic in RDB and journal storages, so of two workers concluding at once exactly one
     retrains. A lock whose holder's run is no longer RUNNING (it crashed, or was killed and
-    closed since) is removed and taken."""
+    closed since) is removed and taken; one whose holder's run cannot be read is not. A
+    job retried in its own run (Ray) takes back the lock its killed attempt held."""
     storage, name = study._storage, lock_name(study)
     for _ in range(3):
         try:
-            lock = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], name)
+            # a signal or a failed request between creating the lock and naming its owner
+            # left a lock without owner, which no worker would ever take
+            with interrupts.deferred():
+                lock = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], name)
+                try:
+                    storage.set_study_user_attr(lock, LOCK_OWNER, worker)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        storage.delete_study(lock)
+                    raise
+            return None
         except optuna.exceptions.DuplicatedStudyError:
-            try:
-                lock = storage.get_study_id_from_name(name)
-                holder = storage.get_study_user_attrs(lock).get(LOCK_OWNER)
-            except KeyError:  # released meanwhile
-                continue
-            if holder is None:  # its creator is naming itself right now
-                return "(another worker)"
-            try:
-                running = tracking.get_run(holder).info.status == "RUNNING"
-            except Exception:
-                running = False
-            if running:
-                return holder
-            with contextlib.suppress(KeyError):  # another worker removed it first
-                storage.delete_study(lock)
+            pass
+        try:
+            lock = storage.get_study_id_from_name(name)
+            holder = storage.get_study_user_attrs(lock).get(LOCK_OWNER)
+        except KeyError:  # released meanwhile
             continue
-        storage.set_study_user_attr(lock, LOCK_OWNER, worker)
-        return None
+        if holder is None:  # its creator is naming itself right now
+            return "(another worker)"
+        if holder == worker:  # a retry in the same run (Ray): the attempt that took it died
+            return None
+        try:
+            running = tracking.get_run(holder).info.status == "RUNNING"
+        except Exception:  # a failed request (tracking.get_run says UserError for any)
+            return holder  # is no proof that the holder died: two would retrain at once
+        if running:
+            return holder
+        with contextlib.suppress(KeyError):  # another worker removed it first
+            storage.delete_study(lock)
     return "(another worker)"
 
 
-def release(study) -> None:
+def release(study, worker: str) -> None:
+    """Remove the retrain lock if `worker` still holds it (it may have been taken over)."""
     storage = study._storage
     with contextlib.suppress(KeyError):
-        storage.delete_study(storage.get_study_id_from_name(lock_name(study)))
+        lock = storage.get_study_id_from_name(lock_name(study))
+        if storage.get_study_user_attrs(lock).get(LOCK_OWNER) == worker:
+            storage.delete_study(lock)
 
 
 def retrain_one(settings, seed: int, parent: str, tags: dict[str, str]) -> tuple[str, dict]:
@@ -182,7 +196,8 @@ def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict |
     default = default_trial(study, settings)
     if default is not None:  # the configuration the search started from, for comparison
         result["default_trial_val_accuracy"] = default.value
-    holder = claim(study, run_tags["tune.worker_run_id"])
+    worker = run_tags["tune.worker_run_id"]
+    holder = claim(study, worker)
     if holder is not None:  # two workers concluding at once retrained it twice
         print(
             f"best trial {best.number} is being retrained by the tune run {holder}; its"
@@ -198,10 +213,10 @@ def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict |
             result |= retrain_best(study, settings, parent, run_tags)
             ids = study.user_attrs["final_run_ids"]
     finally:
-        release(study)
+        release(study, worker)
     # on the parent, and on this worker's own run when it is another (`main` reads the
     # retrain runs to evaluate from the tune run it started)
-    for run_id in dict.fromkeys([parent, run_tags["tune.worker_run_id"]]):
+    for run_id in dict.fromkeys([parent, worker]):
         tracking.set_tags(run_id, {"tune.final_run_ids": ",".join(ids)})
     metrics = {k: float(v) for k, v in result.items()}
     # best_trial_val_accuracy is a curve over completed trials (search.best_so_far): its

@@ -62,7 +62,8 @@ class KeepsDefaultTrial(optuna.pruners.HyperbandPruner):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._try_initialization(None)  # reads the study only for max_resource="auto"
+        if isinstance(self._max_resource, int):  # "auto" needs the study: the first prune
+            self._try_initialization(None)
 
     def prune(self, study, trial) -> bool:
         return super().prune(study, trial) and trial.number != 0

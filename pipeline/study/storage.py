@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 
 from pipeline import config, tracking
-from pipeline.errors import UserError
+from pipeline.errors import Unavailable, UserError
 from pipeline.values import redact
 
 MAX_RETRY = 2  # a trial whose worker died is queued again at most this often
@@ -68,7 +68,8 @@ def open_storage(spec: str, heartbeat_s: int, grace_s: int):
         )
     except Exception as exc:
         hint = "a writable file" if is_journal(target) else "a running server and the URL"
-        raise UserError(
+        server = target.startswith(("postgresql", "mysql"))  # may be back on a retry
+        raise (Unavailable if server else UserError)(
             f"cannot open Optuna storage {redact(target)}: {reason(exc)}; check {hint}"
         ) from None
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 
 from pipeline import interrupts
-from pipeline.errors import UserError
+from pipeline.errors import Unavailable, UserError
 from pipeline.tracking import log
 from pipeline.tracking.store import check_reachable, client, code_version, ensure_experiment
 
@@ -116,7 +116,7 @@ def step_run(
         status = "FINISHED" if isinstance(exc, finished_on) else run_status(exc)
         if server_gone(exc):
             reachable = False
-            raise UserError(gone_message(run.info.run_id, exc)) from None
+            raise Unavailable(gone_message(run.info.run_id, exc)) from None
         if status == "FAILED":
             mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
         raise

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from pipeline import config
-from pipeline.errors import UserError
+from pipeline.errors import Unavailable, UserError
 
 # Bounded HTTP retries: MLflow's default retries for minutes against an unreachable server.
 # With these, a request fails after 2 retries with 1 s and 2 s back-off (about 3 s plus the
@@ -86,7 +86,7 @@ def check_reachable() -> None:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_S).read()
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise UserError(
+        raise Unavailable(
             f"tracking server {uri} is unreachable ({reason}); start it with `make server`"
             " or unset MLFLOW_TRACKING_URI to use the embedded store"
         ) from None
