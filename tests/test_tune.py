@@ -565,10 +565,11 @@ def test_hyperband_prunes_a_lone_trial_but_never_the_default_trial():
     assert pruned_at(default, default.ask()) is None  # Optuna's default promotes it
 
 
-def test_the_sampler_sees_only_the_trials_of_a_trials_hyperband_bracket():
-    """Optuna filters the study the sampler sees by bracket only for a HyperbandPruner
-    (optuna.pruners._filter_study): the project's pruner wrapped it, so TPE modelled every
-    bracket's trials together."""
+def test_the_sampler_is_handed_the_study_of_a_trials_hyperband_bracket():
+    """Optuna hands samplers a bracket's study only for a HyperbandPruner
+    (optuna.pruners._filter_study), which the project's pruner, a wrapper, was not. (That
+    study filters `get_trials`; Optuna 5's TPE reads `_get_trials`, so its proposals are the
+    same either way: search.KeepsDefaultTrial.)"""
     import optuna
 
     from pipeline.study import search

@@ -54,11 +54,12 @@ class KeepsDefaultTrial(optuna.pruners.HyperbandPruner):
     what the next trials at a rung are compared with, and a study always completes at least
     that one trial, which the final retrain is held against.
 
-    A subclass, not a wrapper around the pruner: Optuna gives the sampler only the trials of
-    a trial's own bracket when `isinstance(study.pruner, HyperbandPruner)`
-    (optuna.pruners._filter_study); behind a wrapper TPE modelled every bracket's trials
-    together. The brackets are laid out at once (max_resource is explicit), so a worker's
-    first trial is sampled within its bracket too, not among all trials."""
+    A subclass, not a wrapper around the pruner, so Optuna treats it as a Hyperband pruner:
+    when `isinstance(study.pruner, HyperbandPruner)` it hands samplers a study of the trial's
+    own bracket (optuna.pruners._filter_study). That study filters `get_trials` only; Optuna
+    5's TPE reads `_get_trials`, so TPE still models every bracket's trials, and samples
+    exactly as it did behind the wrapper (checked: the same 40 proposals; bench_pruning's
+    figures unchanged). The brackets are laid out at once when max_resource is explicit."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
