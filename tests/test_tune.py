@@ -632,6 +632,46 @@ def test_one_worker_at_a_time_retrains_the_best_trial(tmp_path, monkeypatch):
     assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["s"]
 
 
+def test_a_worker_that_finds_the_retrain_lock_taken_does_not_retrain(tmp_path, monkeypatch):
+    """finish() itself asks for the lock: while another live worker holds it, this one
+    retrains nothing and logs nothing; once it is free, it retrains and releases it."""
+    from types import SimpleNamespace
+
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    from pipeline import cli, tracking
+    from pipeline.study import final
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    monkeypatch.setattr(
+        tracking, "get_run", lambda r: SimpleNamespace(info=SimpleNamespace(status="RUNNING"))
+    )
+    retrains = []
+
+    def retrain_best(study, settings, parent, run_tags):
+        retrains.append(run_tags["tune.worker_run_id"])
+        study.set_user_attr("final_run_ids", ["r1"])
+        return {}
+
+    monkeypatch.setattr(final, "retrain_best", retrain_best)
+    monkeypatch.setattr(final, "retrained", lambda study, settings: None)
+    for name in ("set_tags", "log_metrics"):
+        monkeypatch.setattr(tracking, name, lambda *a, **k: None)
+    monkeypatch.setattr(final, "log_study", lambda *a: None)
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "j.log")))
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-2, log=True), n_trials=1)
+    settings = cli.parse("tune", [*TINY, "--n_trials", "1"])
+    assert final.claim(study, "other") is None  # a live worker retrains it now
+    assert final.finish(study, settings, "parent", {"tune.worker_run_id": "me"}) is None
+    assert retrains == []
+    final.release(study, "other")
+    outcome = final.finish(study, settings, "parent", {"tune.worker_run_id": "me"})
+    assert retrains == ["me"] and outcome["final_run_ids"] == ["r1"]
+    assert final.claim(study, "next") is None  # released after the retrain
+
+
 def test_the_retrain_lock_is_not_stolen_on_a_failed_request_nor_left_without_owner(
     tmp_path, monkeypatch
 ):
