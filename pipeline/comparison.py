@@ -66,6 +66,12 @@ def log_figures(run_id: str, recs: pd.DataFrame, main: pd.DataFrame) -> None:
         tracking.log_figure(figure, name, run_id)
 
 
+def ui_table(csv: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard as the MLflow UI's table: numbers stay numbers (as text, rank 10
+    sorted before rank 2 and accuracies compared as strings), a missing value is empty."""
+    return csv.astype(object).where(csv.notna(), None)
+
+
 def log_report(run_id: str, tables: dict, unranked: pd.DataFrame, best, recs) -> None:
     csv = report.to_csv_frame(tables)
     refs = leaderboard.REFERENCES
@@ -73,7 +79,7 @@ def log_report(run_id: str, tables: dict, unranked: pd.DataFrame, best, recs) ->
     tracking.log_text(report.to_markdown(tables, unranked, refs, best), "leaderboard.md", run_id)
     tracking.log_text(report.to_html(tables, unranked, refs, best), "leaderboard.html", run_id)
     if not csv.empty:  # a table the MLflow UI shows in the run's artifacts view
-        tracking.log_table(csv.astype(str), "leaderboard.json", run_id)
+        tracking.log_table(ui_table(csv), "leaderboard.json", run_id)
     tracking.log_frame(unranked, "unranked_runs.csv", run_id)
     tracking.log_frame(refs, "references.csv", run_id)
     main = next(t for s, t in tables.items() if s.main)
@@ -154,6 +160,16 @@ def rank_and_register(recs: pd.DataFrame, metric: str):
     return recs, tables, section, best, version
 
 
+def description(result: dict, best: pd.Series, n_runs: int) -> str:
+    """The compare run's description in the MLflow UI."""
+    return (
+        f"Leaderboard of {result['n_ranked']} configuration(s) from {n_runs} train run(s)"
+        " (leaderboard.md / .html / .csv). Champion, chosen by validation accuracy:"
+        f" {best['config_label']}, run {best['best_run_id']}, registered as"
+        f" {result['champion_uri']} (version {result['champion_version']})."
+    )
+
+
 def compare(run_id: str, metric: str) -> dict:
     """Build, log and register inside the compare run `run_id`; returns a summary."""
     recs, tables, section, best, version = rank_and_register(
@@ -168,7 +184,12 @@ def compare(run_id: str, metric: str) -> dict:
         result["champion_uri"] = f"models:/{tracking.model_name()}@{config.CHAMPION_ALIAS}"
         result["champion_run_id"] = best["best_run_id"]
         tracking.set_tags(
-            run_id, {"champion.run_id": best["best_run_id"], "champion.section": section.name}
+            run_id,
+            {
+                "champion.run_id": best["best_run_id"],
+                "champion.section": section.name,
+                "mlflow.note.content": description(result, best, len(recs)),
+            },
         )
         tracking.log_metrics(run_id, champion_metrics(best, recs))
     elif (dropped := tracking.drop_deleted_champion()) is not None:

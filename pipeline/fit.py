@@ -148,7 +148,12 @@ def run(
             finished_on=finished_on,
         ) as rid:
             splits = {"train": job.train, "val": job.val}
-            tracking.log_datasets(rid, splits, job.manifest["digest"], job.manifest["source"])
+            # a training subset is a dataset of its own (its size and seed in the name)
+            full = job.manifest.get("sizes", {}).get("train")
+            sampled = {"train": s.seed} if full and len(job.train.labels) < full else None
+            tracking.log_datasets(
+                rid, splits, job.manifest["digest"], job.manifest["source"], sampled
+            )
             fit = fit_sklearn if s.is_sklearn else fit_torch
             summary = fit(job, rid, hook, log_model=step != "trial")
     except NonFiniteLoss as exc:  # the run is FAILED already; say why in one line
@@ -251,6 +256,16 @@ def sklearn_size(estimator) -> int:
     return int(final.coef_.size + final.intercept_.size)
 
 
+def model_params(settings: TrainSettings) -> dict[str, str]:
+    """The logged model's parameters (the Models tab's columns): a baseline's without the
+    torch-only settings, which it never used (`mlflow run` logs their defaults on the run,
+    so the run still lists them; a logreg model should not read epochs=10, optimizer=adam)."""
+    params = settings.params()
+    if settings.is_sklearn:
+        params = {k: v for k, v in params.items() if k not in config.TORCH_ONLY}
+    return params
+
+
 def fit_sklearn(job: Job, run_id: str, hook: EpochHook | None, log_model: bool) -> dict:
     from sklearn.metrics import log_loss
 
@@ -284,7 +299,7 @@ def fit_sklearn(job: Job, run_id: str, hook: EpochHook | None, log_model: bool) 
     tracking.log_metrics(run_id, summary)
     tracking.set_tags(run_id, {"device": "cpu", "train.size": str(len(train.labels))})
     if log_model:
-        params = job.settings.params()
+        params = model_params(job.settings)
         uri, model_id = tracking.log_sklearn_model(
             estimator, val.images, params, job.settings.model
         )

@@ -146,3 +146,27 @@ def test_a_compare_whose_store_keeps_changing_reports_the_records_it_ranked(fake
     result = comparison.compare("compare-run", "test_accuracy")
     assert len(fake_store.registered) == comparison.CHAMPION_CHECKS
     assert result["n_train_runs"] == result["n_ranked"]  # one snapshot: ranked what it counted
+
+
+def test_the_leaderboard_table_in_the_ui_keeps_numbers_numbers(stores):
+    """leaderboard.json (the MLflow UI's table) held every value as text: ranks sorted
+    1, 10, 2 and accuracies compared as strings."""
+    import json
+
+    import mlflow
+    import pandas as pd
+
+    csv = pd.DataFrame(
+        {"rank": [1, 10], "test_accuracy_mean": [0.9, 0.85], "p_vs_next": [0.01, np.nan]}
+    )
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    try:
+        with mlflow.start_run() as run:
+            tracking.log_table(comparison.ui_table(csv), "leaderboard.json", run.info.run_id)
+        with tracking.artifact(run.info.run_id, "leaderboard.json") as path:
+            table = json.loads(path.read_text())
+    finally:
+        mlflow.set_tracking_uri(None)
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    assert [r["rank"] for r in rows] == [1, 10]
+    assert rows[1]["test_accuracy_mean"] == 0.85 and rows[1]["p_vs_next"] is None

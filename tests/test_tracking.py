@@ -103,8 +103,10 @@ def test_datasets_and_logged_models_as_mlflow_intends(tiny_sqlite):
     digest = tiny_sqlite.steps("prepare")[0].data.tags["dataset.digest"]
     for run in tiny_sqlite.steps("train"):
         inputs = {(i.dataset.name, i.tags[0].value) for i in run.inputs.dataset_inputs}
+        subset, seed = run.data.tags["train.subset"], run.data.params["seed"]
+        sample = f"-subset{subset}-seed{seed}" if subset != "0" else ""
         assert {
-            (f"fashion-mnist-train-{digest[:12]}", "training"),
+            (f"fashion-mnist-train-{digest[:12]}{sample}", "training"),
             (f"fashion-mnist-val-{digest[:12]}", "validation"),
             (f"fashion-mnist-test-{digest[:12]}", "test"),  # evaluated
         } == inputs
@@ -122,12 +124,51 @@ def test_datasets_and_logged_models_as_mlflow_intends(tiny_sqlite):
         run = tiny_sqlite.client().get_run(model.source_run_id)
         assert model.model_type == run.data.tags["model"]
         assert model.params["seed"] == run.data.params["seed"]
+        # a baseline's model lists no torch setting (the run has `mlflow run`'s defaults)
+        baseline = run.data.params["model"] in config.SKLEARN_MODEL_NAMES
+        assert ("epochs" in model.params) is not baseline
         linked = {m.key: m for m in model.metrics}
         assert linked["test_accuracy"].value == run.data.metrics["test_accuracy"]
         assert linked["test_accuracy"].dataset_name == f"fashion-mnist-test-{digest[:12]}"
         assert "val_f1_macro" in linked and "val_model_accuracy" in linked
         scores.append(linked["test_accuracy"].value)
     assert len(models) == tp.TINY_TRAIN_RUNS + 1 and scores == sorted(scores, reverse=True)
+
+
+def test_a_training_subset_is_a_dataset_of_its_own(stores):
+    """MLflow keys a dataset by name and digest and keeps the first profile logged under
+    them: a 300-image subset logged under the whole split's name showed in the UI as the
+    whole split (54,000 images), and two seeds' different samples as one dataset."""
+    import mlflow
+    import numpy as np
+
+    from pipeline import tracking
+    from pipeline.data import Split
+
+    rng = np.random.default_rng(0)
+    whole = Split(rng.integers(0, 256, (50, 1, 28, 28), dtype=np.uint8), np.arange(50) % 10)
+    digest = "ab" * 32
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    try:
+        client = mlflow.MlflowClient()
+        experiment = tracking.ensure_experiment()
+        logged = {}
+        for label, split, sampled in (
+            ("whole", whole, None),
+            ("seed 1", Split(whole.images[:20], whole.labels[:20]), {"train": 1}),
+            ("seed 2", Split(whole.images[20:40], whole.labels[20:40]), {"train": 2}),
+        ):
+            run_id = client.create_run(experiment).info.run_id
+            tracking.log_datasets(run_id, {"train": split}, digest, "/data", sampled)
+            (found,) = client.get_run(run_id).inputs.dataset_inputs
+            rows = json.loads(found.dataset.profile)["targets_shape"][0]
+            logged[label] = (found.dataset.name, found.dataset.digest, rows)
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert logged["whole"] == (f"fashion-mnist-train-{digest[:12]}", digest[:16], 50)
+    assert logged["seed 1"][0] == f"fashion-mnist-train-{digest[:12]}-subset20-seed1"
+    assert logged["seed 1"][2] == logged["seed 2"][2] == 20
+    assert len({digest for _, digest, _ in logged.values()}) == 3
 
 
 def test_a_run_is_resumed_only_by_the_code_that_started_it(stores, monkeypatch):

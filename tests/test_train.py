@@ -540,3 +540,16 @@ def test_predictions_are_fp32_without_autocast(monkeypatch):
     logits = engine.predict_logits(model, images, channels_last=True)
     assert logits.dtype == torch.float32 and logits.shape == (5, 10)
     assert not model.training
+
+
+def test_a_baselines_logged_model_lists_only_the_settings_it_used():
+    """The Models tab shows a logged model's params: a logreg model read epochs=10,
+    optimizer=adam, lr=0.001 (torch defaults it never used) beside an mlp's real ones."""
+    from pipeline import fit
+    from pipeline.config import TORCH_ONLY, TrainSettings
+
+    logreg = fit.model_params(TrainSettings(model="logreg", subset=300, seed=1))
+    assert not set(TORCH_ONLY) & set(logreg)
+    assert logreg["model"] == "logreg" and logreg["subset"] == "300" and logreg["seed"] == "1"
+    mlp = TrainSettings(model="mlp", epochs=1)
+    assert fit.model_params(mlp) == mlp.params()

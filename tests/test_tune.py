@@ -164,6 +164,7 @@ def test_study_through_mlflow_run(main_study, env, tmp_path):
     curve = client(env).get_metric_history(parent_id, "best_trial_val_accuracy")
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     points = {m.step: m.value for m in curve}  # no point at a trial that does not exist
+    assert len(curve) == len(points)  # and none twice (the UI drew the curve back to it)
     assert sorted(points) == [t.number for t in complete]
     best = [max(t.value for t in complete if t.number <= n) for n in sorted(points)]
     assert [points[n] for n in sorted(points)] == pytest.approx(best)

@@ -83,8 +83,13 @@ def run(settings: MainSettings, profile, executor) -> int:
     # Child steps run `python -m pipeline ...`: make `python` this interpreter, venv or not.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     started = time.time()
+    described = {"mlflow.note.content": f"Profile {profile.name}: {profile.description}"}
     with tracking.step_run(
-        "main", settings.params(), name=f"main {profile.name}", config=settings.to_dict()
+        "main",
+        settings.params(),
+        name=f"main {profile.name}",
+        config=settings.to_dict(),
+        tags=described,
     ) as run_id:
         tracking.log_text(profile.text, f"profile_{profile.name}.toml", run_id)
         experiment = tracking.get_run(run_id).info.experiment_id

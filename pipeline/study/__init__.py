@@ -95,6 +95,12 @@ def tune(settings: TuneSettings) -> dict:
         role = "parent" if parent == own else "worker"
         dashboard = DASHBOARD_URL.format(study_id)
         tags = {"tune.role": role, "tune.parent_run_id": parent, "optuna.dashboard_url": dashboard}
+        tags["mlflow.note.content"] = (  # the run's description in the MLflow UI
+            f"Optuna study `{name}`: {settings.n_trials} trials of {settings.base.model}"
+            f" ({settings.pruner} pruner, {settings.sampler} sampler), objective val_accuracy."
+            f" Trials and the retrains of the best configuration are child runs of {parent}."
+            f"\n\n`optuna-dashboard {storage.dashboard_arg(settings.storage)}`, then {dashboard}"
+        )
         tracking.set_tags(own, tags)
         tracking.log_json(space.describe(settings), "search_space.json", own)
         run_tags = child_tags(name, digest, own)

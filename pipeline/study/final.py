@@ -221,9 +221,11 @@ def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict |
     metrics = {k: float(v) for k, v in result.items()}
     # best_trial_val_accuracy is a curve over completed trials (search.best_so_far): its
     # final value goes at the best trial's own step, where the curve has it already (a
-    # worker that ran no trial still logs it), never at a trial number that does not exist
+    # worker that ran no trial still logs it), never at a trial number that does not exist,
+    # and only once: a second point at that step drew the curve back to it in the UI
     best_point = {"best_trial_val_accuracy": metrics.pop("best_trial_val_accuracy")}
-    tracking.log_metrics(parent, best_point, step=best.number)
+    if best.number not in tracking.metric_steps(parent, "best_trial_val_accuracy"):
+        tracking.log_metrics(parent, best_point, step=best.number)
     tracking.log_metrics(parent, metrics, step=len(study.trials))
     log_study(study, settings, parent)
     return {"final_run_ids": ids, **result, "best_params": best.params}

@@ -10,6 +10,7 @@ under digest names, so the UI's Dataset column says which data a run saw.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import warnings
 from importlib.metadata import version
@@ -85,20 +86,29 @@ def log_torch_model(module, example: np.ndarray, params: dict[str, str], model_t
 
 def log_sklearn_model(estimator, example: np.ndarray, params: dict[str, str], model_type: str):
     """Log a fitted baseline in skops, MLflow's safe format for scikit-learn; `predict`
-    returns probabilities. Returns (model uri, model id)."""
+    returns probabilities. Returns (model uri, model id).
+
+    The logged model is created first with exactly `params`: `log_model` would add every
+    parameter of the run, and `mlflow run` has logged the torch-only defaults (epochs=10,
+    optimizer=adam, ...) on a baseline's run, which the Models tab would show as its own."""
     import mlflow
 
     with timed():
+        model = mlflow.initialize_logged_model(
+            name=MODEL_NAME,
+            source_run_id=mlflow.active_run().info.run_id,
+            params=params,
+            model_type=model_type,
+        )
         info = mlflow.sklearn.log_model(
             estimator,
             name=MODEL_NAME,
+            model_id=model.model_id,
             serialization_format="skops",
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
             pyfunc_predict_fn="predict_proba",
             signature=signature(),
             input_example=input_example(example),
-            params=params,
-            model_type=model_type,
             pip_requirements=pinned("scikit-learn", "mlflow", "numpy", "skops"),
         )
     return info.model_uri, info.model_id
@@ -132,20 +142,35 @@ def load_model(uri: str):
 CONTEXTS = {"train": "training", "val": "validation", "test": "test"}  # MLflow's words
 
 
-def dataset_ref(part: str, digest: str) -> DatasetRef:
-    """The name and digest under which a split of the prepared data `digest` is logged."""
-    return DatasetRef(f"fashion-mnist-{part}-{digest[:12]}", digest[:16])
+def dataset_ref(part: str, digest: str, sample=None, seed: int | None = None) -> DatasetRef:
+    """The name and digest under which a split of the prepared data `digest` is logged.
+
+    A `sample` of the split (a training subset, drawn with `seed`) is a dataset of its own:
+    MLflow keys a dataset by name and digest and keeps the first profile logged under them,
+    so under the whole split's name a 300-image subset would show as the 54,000 images."""
+    if sample is None:
+        return DatasetRef(f"fashion-mnist-{part}-{digest[:12]}", digest[:16])
+    content = hashlib.sha256(np.ascontiguousarray(sample.images).tobytes())
+    content.update(np.ascontiguousarray(sample.labels).tobytes())
+    name = f"fashion-mnist-{part}-{digest[:12]}-subset{len(sample.labels)}-seed{seed}"
+    return DatasetRef(name, content.hexdigest()[:16])
 
 
-def log_datasets(run_id: str, splits: dict, digest: str, source: str) -> dict[str, DatasetRef]:
+def log_datasets(
+    run_id: str, splits: dict, digest: str, source: str, sampled: dict[str, int] | None = None
+) -> dict[str, DatasetRef]:
     """Log splits (part -> object with .images and .labels; parts train, val, test) as the
-    run's inputs, named after the prepared data's digest. Returns part -> DatasetRef."""
+    run's inputs, named after the prepared data's digest; a part in `sampled` (part -> seed)
+    is a subset of its split, logged as its own dataset. Returns part -> DatasetRef."""
     import mlflow
     from mlflow.entities import DatasetInput, InputTag
 
     refs, inputs = {}, []
     for part, split in splits.items():
-        ref = dataset_ref(part, digest)
+        if part in (sampled or {}):
+            ref = dataset_ref(part, digest, split, sampled[part])
+        else:
+            ref = dataset_ref(part, digest)
         with warnings.catch_warnings():  # "source can be interpreted in multiple ways"
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_numpy(
