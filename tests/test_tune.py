@@ -177,6 +177,7 @@ def check_final_and_artifacts(env, study, parent, tmp_path):
     assert final.data.tags["pipeline.step"] == "train" and final.info.status == "FINISHED"
     assert final.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert final.data.tags["evaluated"] == "true" and "test_accuracy" in final.data.metrics
+    assert final.data.tags["evaluated_by"] == parent.info.run_id  # the tune run that scored it
     assert final.data.tags["tune.best_trial"] == str(study.best_trial.number)
     assert final.data.tags["tune.tuned"] == "true"
     assert final.data.params["seed"] == "43"  # trials train with seed 42: a fresh one

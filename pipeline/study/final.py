@@ -131,6 +131,8 @@ def retrain_one(settings, seed: int, parent: str, tags: dict[str, str]) -> tuple
         run_id = tracking.child_run(parent, name, {"pipeline.step": "train", **tags})
     _, summary = fit.run(job, name=name, run_id=run_id, tags=tags)
     values = evaluation.evaluate(evaluation.check(run_id))
+    # as the evaluate step tags the runs it scores: here the tune run that retrained it
+    tracking.set_tags(run_id, {"evaluated_by": tags["tune.worker_run_id"]})
     return run_id, {"val_accuracy": summary["logged_val_accuracy"], **values}
 
 
