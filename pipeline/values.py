@@ -266,7 +266,9 @@ class Text(Kind):
 
 
 def redact(url: str) -> str:
-    """A URL without its password: URLs go into tags, logs and error messages."""
+    """A URL without its password: URLs go into tags, logs and error messages (and the tune
+    run's description). libpq and SQLAlchemy also take it as a query parameter."""
+    url = re.sub(r"([?&](?:password|passwd)=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 

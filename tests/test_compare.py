@@ -129,7 +129,8 @@ def test_a_compare_in_another_experiment_has_a_registered_model_of_its_own(store
                 model = mlflow.create_external_model(name="model")
             runs[registry.model_name()] = run.info.run_id
             registry.register_champion(run.info.run_id, f"models:/{model.model_id}", {})
-        scratch = f"{config.REGISTERED_MODEL}-team-scratch-lr-sweep"
+        (scratch,) = set(runs) - {config.REGISTERED_MODEL}
+        assert scratch.startswith(f"{config.REGISTERED_MODEL}-team-scratch-lr-sweep-")
         assert list(runs) == [config.REGISTERED_MODEL, scratch]
         assert registry.champion_run_id() == runs[scratch]
         monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", config.EXPERIMENT_NAME)
@@ -170,3 +171,43 @@ def test_the_leaderboard_table_in_the_ui_keeps_numbers_numbers(stores):
     rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
     assert [r["rank"] for r in rows] == [1, 10]
     assert rows[1]["test_accuracy_mean"] == 0.85 and rows[1]["p_vs_next"] is None
+
+
+def test_a_compare_given_its_experiment_by_id_registers_that_experiments_model(stores, monkeypatch):
+    """`mlflow run -e compare --experiment-name scratch` hands the step MLFLOW_EXPERIMENT_ID
+    only (main's children and Ray jobs too), while MLFLOW_EXPERIMENT_NAME may still hold the
+    exported default: the champion went to the main experiment's fashion-mnist-classifier."""
+    import mlflow
+
+    from pipeline import config
+    from pipeline.tracking import registry
+
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    try:
+        scratch = mlflow.MlflowClient().create_experiment("scratch")
+        monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", scratch)
+        for exported in (config.EXPERIMENT_NAME, None):
+            if exported is None:
+                monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+            else:
+                monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", exported)
+            assert registry.model_name() == f"{config.REGISTERED_MODEL}-scratch"
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_experiments_whose_names_differ_in_slashes_or_spaces_have_models_of_their_own(
+    monkeypatch,
+):
+    """`team/scratch`, `team scratch` and `team:scratch` all became
+    fashion-mnist-classifier-team-scratch: one experiment's compare moved another's champion."""
+    from pipeline.tracking import registry
+
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    names = set()
+    for experiment in ("team/scratch", "team scratch", "team:scratch"):
+        monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
+        names.add(registry.model_name())
+    assert len(names) == 3
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "scratch")  # as the README says
+    assert registry.model_name() == "fashion-mnist-classifier-scratch"

@@ -496,6 +496,10 @@ def test_storage_urls_are_redacted():
     assert redact("postgresql://me:pw@host:5432/db") == "postgresql://me:***@host:5432/db"
     assert redact("postgresql://me@host/db") == "postgresql://me@host/db"
     assert redact("journal:/tmp/a.log") == "journal:/tmp/a.log"
+    # libpq / SQLAlchemy take the password as a query parameter too (it reached the tune
+    # run's storage param, optuna.storage tag and description)
+    shown = redact("postgresql://me@host/db?sslmode=require&password=pw&x=1")
+    assert shown == "postgresql://me@host/db?sslmode=require&password=***&x=1"
 
 
 def test_a_storage_password_stays_out_of_the_tune_runs_config_json(monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 
 from pipeline import config
@@ -13,12 +15,19 @@ def model_name() -> str:
     """The registered model that compare's champion goes to: `fashion-mnist-classifier` for
     the contract's experiment, `fashion-mnist-classifier-<experiment>` for another. The
     registry is the whole store's and compare ranks one experiment: with one name, a compare
-    in a scratch experiment moved the main experiment's champion onto its own best run."""
-    experiment = experiment_name()
+    in a scratch experiment moved the main experiment's champion onto its own best run.
+
+    The experiment is the one the step uses (ensure_experiment): MLFLOW_EXPERIMENT_ID first.
+    `mlflow run --experiment-name X`, main's children and Ray jobs name it by id only, while
+    MLFLOW_EXPERIMENT_NAME may still hold the Makefile's (or README's) `fashion-mnist`."""
+    experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    experiment = client().get_experiment(experiment_id).name if experiment_id else experiment_name()
     if experiment == config.EXPERIMENT_NAME:
         return config.REGISTERED_MODEL
     # MLflow refuses '/' and ':' in model names (Databricks-style experiment paths have '/')
     slug = re.sub(r"[/:\s]+", "-", experiment).strip("-")
+    if slug != experiment:  # `a/b`, `a b` and `a:b` are three experiments, three models
+        slug += "-" + hashlib.sha256(experiment.encode()).hexdigest()[:8]
     return f"{config.REGISTERED_MODEL}-{slug}"
 
 
