@@ -47,7 +47,7 @@ class Chain:
     experiment_id: str
     code_version: str
     executor: object  # executors.Local or executors.Ray
-    reused: int = 0
+    reused: set[str] = field(default_factory=set)  # run ids: a study's workers share one
     ran: int = 0
     failed: list[str] = field(default_factory=list)
 
@@ -81,8 +81,8 @@ class Chain:
 
     def finished(self, job: profiles.Job, usable=None) -> str | None:
         found = tracking.finished_step_run(job.entry, self.code_version, self.matches(job), usable)
-        if found:
-            self.reused += 1
+        if found and found not in self.reused:
+            self.reused.add(found)
             say(f"{job.entry} {job.shown()}: reusing finished run {found}")
         return found
 

@@ -312,3 +312,18 @@ def test_a_rerun_reuses_the_retrain_job_of_a_complete_parallel_study(monkeypatch
     steps = Recorded(config.MainSettings(), "1", "code", ray)
     assert chain.tune_all(steps, [job]) == ["retrained"]
     assert calls == [(2, True), (1, workers_ran is False)]
+
+
+def test_the_workers_of_a_study_reusing_one_run_count_it_once(monkeypatch):
+    """Both workers of a parallel study are the same job: on a rerun each found the same
+    finished tune run, and steps_reused counted (and the log announced) it twice."""
+    from pipeline import chain, profiles
+
+    settings = config.TuneSettings.from_params({"model": "mlp"})
+    job = profiles.Job("tune", settings, ("model",))
+    monkeypatch.setattr(chain.tracking, "finished_step_run", lambda *a, **k: "tune-run")
+    said = []
+    monkeypatch.setattr(chain, "say", said.append)
+    steps = chain.Chain(config.MainSettings(), "1", "code", executor=None)
+    assert steps.run_all([job, job]) == ["tune-run", "tune-run"]
+    assert steps.reused == {"tune-run"} and len(said) == 1, said

@@ -97,7 +97,7 @@ def run(settings: MainSettings, profile, executor) -> int:
         steps = chain.Chain(settings, experiment, tracking.code_version(), executor)
         compare_run = chain.run_profile(profile, steps, run_id)
         seconds = time.time() - started
-        counts = {"steps_run": steps.ran, "steps_reused": steps.reused}
+        counts = {"steps_run": steps.ran, "steps_reused": len(steps.reused)}
         tracking.log_metrics(run_id, {**counts, "wall_time_s": seconds})
         tracking.set_tags(run_id, {"compare_run_id": compare_run})
         show(compare_run, experiment, run_id)
