@@ -102,6 +102,17 @@ def store_env(base: Path) -> dict[str, str]:
     }
 
 
+@pytest.fixture(autouse=True)
+def no_leftover_tracking_uri():
+    """mlflow.set_tracking_uri is process-wide and outranks MLFLOW_TRACKING_URI: a test that
+    set it and did not reset it sent the next test's clients (tracking.client()) to its own
+    store ("No Experiment with id=1" in a later test of the same worker)."""
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+
+
 @pytest.fixture
 def stores(tmp_path, monkeypatch) -> dict[str, str]:
     """A fresh temporary store for this test, also applied to this process."""
