@@ -76,8 +76,9 @@ def note_failure(step: str, message: str) -> None:
 
         tags = tracking.get_run(run_id).data.tags
         # `mlflow run`'s run has no step tag yet; the run main made for a Ray task has one,
-        # and its "(queued)" name until the step begins (tracking.project_child_run)
-        if "pipeline.step" not in tags or tags.get("mlflow.runName", "").endswith("(queued)"):
+        # and its queued name until the step begins (tracking.project_child_run)
+        queued = tags.get("mlflow.runName", "").endswith(tracking.QUEUED)
+        if "pipeline.step" not in tags or queued:
             line = " ".join(message.split())[:5000]  # as the `error:` line says it
             name = f"{step} (refused)"
             tracking.set_tags(

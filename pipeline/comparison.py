@@ -71,8 +71,8 @@ def log_figures(run_id: str, recs: pd.DataFrame, main: pd.DataFrame) -> None:
 
 
 def ui_table(csv: pd.DataFrame) -> pd.DataFrame:
-    """The leaderboard as the MLflow UI's table: numbers stay numbers (as text, rank 10
-    sorted before rank 2 and accuracies compared as strings), a missing value is empty."""
+    """The leaderboard as the MLflow UI's table: numbers stay numbers (logged as text, rank
+    10 sorted before rank 2), a missing value is null."""
     return csv.astype(object).where(csv.notna(), None)
 
 

@@ -9,8 +9,9 @@ job is the same MLflow child run whichever executor ran it. A task that fails, o
 worker or node dies, is retried by Ray up to MAX_RETRIES times; a retry continues the same
 run from its checkpoint (`resume`) rather than starting another. A step that refused its
 input (its one `error:` line, exit 2: a bad setting, device or data) would refuse it again:
-it fails once, never retried; a tracking server that did not answer (exit 3) is retried. The tracking settings reach
-the tasks through Ray's runtime_env. Ray is imported only here (the `ray` extra).
+it fails once, never retried; a tracking server that did not answer (exit 3) is retried.
+The tracking settings reach the tasks through Ray's runtime_env. Ray is imported only here
+(the `ray` extra).
 """
 
 from __future__ import annotations

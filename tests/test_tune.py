@@ -70,13 +70,19 @@ def default_storage(env) -> str:
     return f"sqlite:///{env['FMB_MLRUNS_DIR']}/optuna.db"
 
 
+def journal_storage(path) -> object:
+    """The Optuna journal file at `path` (a storage without heartbeats)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
 def load_study(name: str, storage: str):
     import optuna
 
     if storage.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend
-
-        storage = optuna.storages.JournalStorage(JournalFileBackend(storage[len("journal:") :]))
+        storage = journal_storage(storage[len("journal:") :])
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -609,24 +615,24 @@ def test_the_sampler_is_handed_the_study_of_a_trials_hyperband_bracket():
     assert seen[-1] < 20  # trial 19 sampled among its own bracket's trials only, not all 20
 
 
+def runs_in_state(status: dict[str, str]):
+    """A stand-in for tracking.get_run: each run id's run, in the state `status` gives it."""
+    from types import SimpleNamespace
+
+    return lambda run_id: SimpleNamespace(info=SimpleNamespace(status=status[run_id]))
+
+
 def test_one_worker_at_a_time_retrains_the_best_trial(tmp_path, monkeypatch):
     """Two workers concluding one study at once (final=true, the default) both retrained its
     best trial: the retrain lock is taken by one; a holder that died leaves it to the next."""
-    from types import SimpleNamespace
-
     import optuna
-    from optuna.storages.journal import JournalFileBackend
 
     from pipeline import tracking
     from pipeline.study import final
 
     status = {"a": "RUNNING"}
-
-    def get_run(run_id):
-        return SimpleNamespace(info=SimpleNamespace(status=status[run_id]))
-
-    monkeypatch.setattr(tracking, "get_run", get_run)
-    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "j.log")))
+    monkeypatch.setattr(tracking, "get_run", runs_in_state(status))
+    storage = journal_storage(tmp_path / "j.log")
     study = optuna.create_study(study_name="s", storage=storage)
     assert final.claim(study, "a") is None  # a retrains
     assert final.claim(study, "b") == "a"  # b leaves it to a
@@ -641,18 +647,13 @@ def test_one_worker_at_a_time_retrains_the_best_trial(tmp_path, monkeypatch):
 def test_a_worker_that_finds_the_retrain_lock_taken_does_not_retrain(tmp_path, monkeypatch):
     """finish() itself asks for the lock: while another live worker holds it, this one
     retrains nothing and logs nothing; once it is free, it retrains and releases it."""
-    from types import SimpleNamespace
-
     import optuna
-    from optuna.storages.journal import JournalFileBackend
 
     from pipeline import cli, tracking
     from pipeline.study import final
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    monkeypatch.setattr(
-        tracking, "get_run", lambda r: SimpleNamespace(info=SimpleNamespace(status="RUNNING"))
-    )
+    monkeypatch.setattr(tracking, "get_run", runs_in_state({"other": "RUNNING"}))
     retrains = []
 
     def retrain_best(study, settings, parent, run_tags):
@@ -665,8 +666,9 @@ def test_a_worker_that_finds_the_retrain_lock_taken_does_not_retrain(tmp_path, m
     for name in ("set_tags", "log_metrics"):
         monkeypatch.setattr(tracking, name, lambda *a, **k: None)
     monkeypatch.setattr(final, "log_study", lambda *a: None)
-    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "j.log")))
-    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    study = optuna.create_study(
+        study_name="s", storage=journal_storage(tmp_path / "j.log"), direction="maximize"
+    )
     study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-2, log=True), n_trials=1)
     settings = cli.parse("tune", [*TINY, "--n_trials", "1"])
     assert final.claim(study, "other") is None  # a live worker retrains it now
@@ -687,7 +689,6 @@ def test_the_retrain_lock_is_not_stolen_on_a_failed_request_nor_left_without_own
     from types import SimpleNamespace
 
     import optuna
-    from optuna.storages.journal import JournalFileBackend
 
     from pipeline import tracking
     from pipeline.errors import UserError
@@ -701,7 +702,7 @@ def test_the_retrain_lock_is_not_stolen_on_a_failed_request_nor_left_without_own
         return SimpleNamespace(info=SimpleNamespace(status="RUNNING"))
 
     monkeypatch.setattr(tracking, "get_run", get_run)
-    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "j.log")))
+    storage = journal_storage(tmp_path / "j.log")
     study = optuna.create_study(study_name="s", storage=storage)
     assert final.claim(study, "a") is None
     blip["on"] = True
@@ -730,22 +731,16 @@ def test_a_killed_workers_trial_is_failed_and_queued_again_without_heartbeats(
     """A journal file has no heartbeats: a killed worker's trial stayed RUNNING for ever, was
     counted against n_trials, and every rerun ended at once (a surplus trial) with the study
     one trial short. Its worker's run, closed KILLED by the next step, now marks it dead."""
-    from types import SimpleNamespace
-
     import optuna
-    from optuna.storages.journal import JournalFileBackend
 
     from pipeline import tracking
     from pipeline.study import storage as study_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     status = {"dead": "KILLED", "alive": "RUNNING"}
-    monkeypatch.setattr(
-        tracking, "get_run", lambda r: SimpleNamespace(info=SimpleNamespace(status=status[r]))
-    )
+    monkeypatch.setattr(tracking, "get_run", runs_in_state(status))
     monkeypatch.setattr(tracking, "close_run", lambda *args, **kwargs: None)
-    journal = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "j.log")))
-    study = optuna.create_study(study_name="s", storage=journal)
+    study = optuna.create_study(study_name="s", storage=journal_storage(tmp_path / "j.log"))
     for worker in ("dead", "alive"):
         trial = study.ask()
         trial.suggest_float("lr", 1e-4, 1e-2, log=True)

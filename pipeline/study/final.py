@@ -67,6 +67,12 @@ def lock_name(study) -> str:
     return f"{study.study_name}.final-lock"
 
 
+def _held(storage, name: str) -> tuple[int, str | None]:
+    """(the lock study's id, its holder's run id or None); KeyError when there is no lock."""
+    lock = storage.get_study_id_from_name(name)
+    return lock, storage.get_study_user_attrs(lock).get(LOCK_OWNER)
+
+
 def claim(study, worker: str) -> str | None:
     """Take the study's retrain lock: None when this worker holds it now, else the run id of
     the worker that holds it. The lock is a study of its own (lock_name): creating a study
@@ -91,8 +97,7 @@ def claim(study, worker: str) -> str | None:
         except optuna.exceptions.DuplicatedStudyError:
             pass
         try:
-            lock = storage.get_study_id_from_name(name)
-            holder = storage.get_study_user_attrs(lock).get(LOCK_OWNER)
+            lock, holder = _held(storage, name)
         except KeyError:  # released meanwhile
             continue
         if holder is None:  # its creator is naming itself right now
@@ -114,8 +119,8 @@ def release(study, worker: str) -> None:
     """Remove the retrain lock if `worker` still holds it (it may have been taken over)."""
     storage = study._storage
     with contextlib.suppress(KeyError):
-        lock = storage.get_study_id_from_name(lock_name(study))
-        if storage.get_study_user_attrs(lock).get(LOCK_OWNER) == worker:
+        lock, holder = _held(storage, lock_name(study))
+        if holder == worker:
             storage.delete_study(lock)
 
 

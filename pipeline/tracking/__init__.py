@@ -37,6 +37,7 @@ from pipeline.tracking.registry import (
     register_champion,
 )
 from pipeline.tracking.runs import (
+    QUEUED,
     child_run,
     close_run,
     get_live_run,
@@ -61,6 +62,7 @@ from pipeline.tracking.store import (
 )
 
 __all__ = [
+    "QUEUED",
     "OVERHEAD",
     "DatasetRef",
     "apply_defaults",

@@ -199,6 +199,9 @@ def child_run(parent_id: str, name: str, tags: dict[str, str]) -> str:
     return client().create_run(experiment_id, run_name=name, tags=resolved).info.run_id
 
 
+QUEUED = "(queued)"  # a project child run's name ends so until its step begins
+
+
 def project_child_run(parent_id: str, entry: str, params: dict[str, str]) -> str:
     """A child run of `parent_id` for an entry point of this project, tagged as `mlflow run`
     tags the runs it creates (entry point, source type PROJECT, git commit, user) and with
@@ -224,7 +227,7 @@ def project_child_run(parent_id: str, entry: str, params: dict[str, str]) -> str
     commit = get_git_commit(str(config.ROOT))
     if commit:
         tags[MLFLOW_GIT_COMMIT] = commit
-    run_id = child_run(parent_id, f"{entry} (queued)", tags)
+    run_id = child_run(parent_id, f"{entry} {QUEUED}", tags)
     log.log_params(run_id, params)
     return run_id
 
