@@ -1,12 +1,17 @@
 """Ctrl-C and SIGTERM: stop the step, end its run KILLED, never leave it RUNNING.
 
 Python raises KeyboardInterrupt wherever the main thread happens to be when a signal lands.
-Two places make that unsafe for a run's status, both seen under load:
+Three places make that unsafe for a run's status, all seen under load:
 - between "the run was created" and "the code that ends it is in place" (the run stays
-  RUNNING until a later step's stale-run check closes it), and
-- inside library code that turns the interrupt into another exception (the run ended FAILED).
-So the handler records that a signal came (`received()`, which the run status reads), and a
-block in `deferred()` holds the interrupt until it ends.
+  RUNNING until a later step's stale-run check closes it);
+- inside library code that turns the interrupt into another exception (the run ended FAILED);
+- inside a database call of MLflow's or Optuna's store: SQLAlchemy's interrupted connection
+  stays checked out with its transaction open while the exception lives, so on SQLite it
+  holds the lock and the write that ends the run waits out the 20 s busy timeout, then fails
+  (the run stayed RUNNING and the step exited 1).
+So the handler records that a signal came (`received()`, which the run status reads), a block
+in `deferred()` holds the interrupt until it ends, and an interrupt that lands inside a
+database call is raised as that call returns, its session closed.
 
 Standard library only: any layer may use it; `python -m pipeline` installs it.
 """
@@ -15,18 +20,54 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from collections.abc import Iterator
 
 _received: int | None = None  # the first SIGINT/SIGTERM this process got
 _deferring = 0  # depth of nested deferred() blocks
+_returning = None  # the database call whose return raises the interrupt
+
+# Code that must not be interrupted halfway: the database stores of MLflow and Optuna and
+# SQLAlchemy beneath them. HTTP stores are not listed: an interrupted request holds no lock,
+# and Ctrl-C should not wait out its retries.
+DATABASE_CODE = (
+    "sqlalchemy.",
+    "mlflow.store.db.",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+    "optuna.storages._rdb.",
+)
 
 
 def _handler(signum, frame) -> None:
-    global _received
+    global _received, _returning
     if _received is None:
         _received = signum
-    if not _deferring:
-        raise KeyboardInterrupt
+    if _deferring:
+        return  # the deferred block raises it when it ends
+    call = _outermost_database_call(frame)
+    if call is not None and sys.getprofile() in (None, _raise_on_return):
+        _returning = call  # a profile hook sees the call return (a yield counts too)
+        sys.setprofile(_raise_on_return)
+        return
+    raise KeyboardInterrupt
+
+
+def _outermost_database_call(frame):
+    found = None
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(DATABASE_CODE):
+            found = frame
+        frame = frame.f_back
+    return found
+
+
+def _raise_on_return(frame, event, arg) -> None:
+    global _returning
+    if event == "return" and frame is _returning:
+        _returning = None
+        sys.setprofile(None)
+        raise KeyboardInterrupt  # raised by that call, after its own cleanup ran
 
 
 def install() -> None:

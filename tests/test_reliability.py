@@ -305,7 +305,8 @@ def test_sigterm_during_evaluate_kills_its_run(real_env):
     (evaluated,) = runs(real_env, "tags.`pipeline.step` = 'evaluate'")
     # the signal lands well inside the evaluation (about 7 s of predicting, scoring and
     # plotting after its run begins, on 2 cores): killed, never finished
-    assert (evaluated.info.status, code) == ("KILLED", 130), evaluated.data.tags.get("error")
+    why = (evaluated.data.tags.get("error"), proc.stderr.read()[-3000:])
+    assert (evaluated.info.status, code) == ("KILLED", 130), why
     assert client(real_env).get_run(run_id).data.tags.get("evaluated") != "true"
     no_run_left_running(real_env)
 

@@ -201,6 +201,7 @@ def signals_installed(monkeypatch):
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     monkeypatch.setattr(interrupts, "_received", None)
+    monkeypatch.setattr(interrupts, "_returning", None)
     interrupts.install()
     yield interrupts
     for sig, handler in saved.items():
@@ -216,6 +217,55 @@ def test_a_signal_is_held_until_the_deferred_block_ends(signals_installed):
         os.kill(os.getpid(), signal.SIGTERM)
         reached = True  # the handler ran (Python runs it at the next bytecode) and waited
     assert reached and signals_installed.received()
+
+
+def test_a_signal_inside_a_database_call_is_raised_once_the_call_returns(stores, signals_installed):
+    """A KeyboardInterrupt raised inside SQLAlchemy leaves its connection holding SQLite's
+    lock while the exception lives: the write that ends the run then waits out the 20 s busy
+    timeout and fails (seen in CI: an evaluate run left RUNNING, exit 1). SIGTERM at random
+    moments of a stream of store calls: the interrupt comes every time, and with it still
+    alive the database takes a write at once."""
+    import os
+    import random
+    import signal
+    import sqlite3
+    import sys
+    import threading
+    import time
+
+    import mlflow
+
+    from pipeline import tracking
+
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    database = stores["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")
+    rng = random.Random(0)
+    try:
+        with tracking.step_run("evaluate", {}, name="evaluate mlp") as run_id:
+            store = mlflow.MlflowClient()
+            for attempt in range(40):
+                signal_soon = threading.Timer(
+                    rng.uniform(0, 0.03), os.kill, (os.getpid(), signal.SIGTERM)
+                )
+                signal_soon.start()
+                deadline = time.monotonic() + 10
+                try:
+                    while time.monotonic() < deadline:  # reads and writes, nothing else
+                        store.set_tag(run_id, "attempt", str(attempt))
+                        store.log_metric(run_id, "m", attempt)
+                        store.get_run(run_id)
+                    pytest.fail("the signal never raised KeyboardInterrupt")
+                except KeyboardInterrupt:
+                    probe = sqlite3.connect(database, timeout=0.5)
+                    try:
+                        probe.execute("BEGIN EXCLUSIVE")  # fails while a connection holds a lock
+                    finally:
+                        probe.close()
+                signal_soon.join()
+        assert tracking.get_run(run_id).info.status == "FINISHED"
+        assert signals_installed.received() and sys.getprofile() is None
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 def test_a_signal_while_the_run_is_created_ends_it_killed(stores, signals_installed, monkeypatch):
