@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 
 from pipeline import config
 from pipeline.tracking.log import timed
-from pipeline.tracking.store import client, experiment_name
+from pipeline.tracking.store import client, ensure_experiment
 
 
 def model_name() -> str:
@@ -17,11 +16,10 @@ def model_name() -> str:
     registry is the whole store's and compare ranks one experiment: with one name, a compare
     in a scratch experiment moved the main experiment's champion onto its own best run.
 
-    The experiment is the one the step uses (ensure_experiment): MLFLOW_EXPERIMENT_ID first.
+    The experiment is the one the step uses (ensure_experiment, MLFLOW_EXPERIMENT_ID first):
     `mlflow run --experiment-name X`, main's children and Ray jobs name it by id only, while
     MLFLOW_EXPERIMENT_NAME may still hold the Makefile's (or README's) `fashion-mnist`."""
-    experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
-    experiment = client().get_experiment(experiment_id).name if experiment_id else experiment_name()
+    experiment = client().get_experiment(ensure_experiment()).name
     if experiment == config.EXPERIMENT_NAME:
         return config.REGISTERED_MODEL
     # MLflow refuses '/' and ':' in model names (Databricks-style experiment paths have '/')
