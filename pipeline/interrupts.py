@@ -24,6 +24,7 @@ import sys
 from collections.abc import Iterator
 
 _received: int | None = None  # the first SIGINT/SIGTERM this process got
+_count = 0  # how many SIGINT/SIGTERM this process got
 _deferring = 0  # depth of nested deferred() blocks
 _returning = None  # the database call whose return raises the interrupt
 
@@ -40,7 +41,8 @@ DATABASE_CODE = (
 
 
 def _handler(signum, frame) -> None:
-    global _received, _returning
+    global _received, _returning, _count
+    _count += 1
     if _received is None:
         _received = signum
     if _deferring:
@@ -93,3 +95,35 @@ def deferred() -> Iterator[None]:
         _deferring -= 1
     if _received is not None and not _deferring:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while cleanup that must finish runs (ending a run: MLflow takes
+    it off its stack of active runs before the write that ends it, so an interrupt between
+    the two left it RUNNING); only a signal that came meanwhile is raised after it."""
+    global _deferring
+    count = _count
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+    if _count != count and not _deferring:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def allowed() -> Iterator[None]:
+    """Inside a deferred() block, a part that signals may interrupt (a trial's objective,
+    inside Optuna's bookkeeping: an interrupt between a trial's end and its `tell` left it
+    RUNNING, and Optuna's `finally` then raised UnboundLocalError instead, exit 1); a
+    signal held before it is raised as it begins."""
+    global _deferring
+    saved, _deferring = _deferring, 0
+    try:
+        if _received is not None:
+            raise KeyboardInterrupt
+        yield
+    finally:
+        _deferring = saved

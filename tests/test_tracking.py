@@ -247,9 +247,9 @@ def test_a_signal_inside_a_database_call_is_raised_once_the_call_returns(stores,
                 signal_soon = threading.Timer(
                     rng.uniform(0, 0.03), os.kill, (os.getpid(), signal.SIGTERM)
                 )
-                signal_soon.start()
                 deadline = time.monotonic() + 10
                 try:
+                    signal_soon.start()  # a short delay may fire while start() returns
                     while time.monotonic() < deadline:  # reads and writes, nothing else
                         store.set_tag(run_id, "attempt", str(attempt))
                         store.log_metric(run_id, "m", attempt)
@@ -323,3 +323,64 @@ def test_an_interrupt_turned_into_another_error_still_ends_the_run_killed(
         assert run.info.status == "KILLED" and "error" not in run.data.tags
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_a_signal_while_the_run_is_ended_still_ends_it(stores, signals_installed, monkeypatch):
+    """mlflow.end_run takes the run off its stack, then writes its end: a SIGTERM between
+    the two left it RUNNING (1 in ~60 signals at random moments of a short step)."""
+    import os
+    import signal
+
+    import mlflow
+
+    from pipeline import tracking
+
+    original = mlflow.MlflowClient.set_terminated
+
+    def signal_then_end(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # lands here, before the write
+        return original(self, *args, **kwargs)
+
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    try:
+        step = tracking.step_run("evaluate", {}, name="evaluate mlp")
+        with pytest.raises(KeyboardInterrupt), step as run_id:
+            monkeypatch.setattr(mlflow.MlflowClient, "set_terminated", signal_then_end)
+        monkeypatch.undo()
+        assert tracking.get_run(run_id).info.status == "FINISHED"  # its work was done
+        assert mlflow.active_run() is None
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_a_signal_while_optuna_tells_a_trial_stops_the_search_cleanly(
+    signals_installed, monkeypatch
+):
+    """A SIGTERM between a trial's end and Optuna's `tell` left the trial RUNNING (the next
+    tune failed the finished trial and ran it again) and surfaced as Optuna's
+    UnboundLocalError: exit 1, not 130."""
+    import os
+    import signal
+
+    import optuna
+    import optuna.study._optimize as optimize
+
+    from pipeline.config import TuneSettings
+    from pipeline.study import search
+
+    original = optimize._tell_with_warning
+
+    def signal_then_tell(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(optimize, "_tell_with_warning", signal_then_tell)
+    monkeypatch.setattr(search, "fail_orphaned_trials", lambda study: 0)
+    monkeypatch.setattr(search, "objective_for", lambda *a: lambda trial: 0.5)
+    monkeypatch.setattr(search, "best_so_far", lambda parent: lambda study, trial: None)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize")
+    settings = TuneSettings().replace(n_trials=3)
+    with pytest.raises(KeyboardInterrupt):
+        search.search(study, settings, "parent", {})
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]

@@ -335,6 +335,12 @@ def best_so_far(parent: str):
     return log
 
 
+def stop_if_signalled(study, trial) -> None:
+    """A study callback: a signal held while Optuna told the trial ends the search now."""
+    if interrupts.received():
+        raise KeyboardInterrupt
+
+
 def search(study, settings: TuneSettings, parent: str, run_tags: dict[str, str]) -> None:
     """Run trials until the study holds n_trials finished ones (or the timeout)."""
     fail_orphaned_trials(study)  # a killed worker's trial, where no heartbeat failed it
@@ -349,16 +355,28 @@ def search(study, settings: TuneSettings, parent: str, run_tags: dict[str, str])
         return
     quiet, logger = QuietSurplus(), logging.getLogger("optuna.study._optimize")
     logger.addFilter(quiet)
+    objective = objective_for(study, settings, parent, run_tags)
+
+    def interruptible(trial) -> float:
+        with interrupts.allowed():
+            return objective(trial)
+
     try:
-        study.optimize(
-            objective_for(study, settings, parent, run_tags),
-            n_trials=remaining,  # this worker's bound; failed trials count here, not in the cap
-            timeout=settings.timeout or None,
-            callbacks=[
-                optuna.study.MaxTrialsCallback(settings.n_trials, states=COUNTED),
-                best_so_far(parent),
-            ],
-            catch=(Exception,),  # one failing configuration must not end the search
-        )
+        # Optuna's own code (ask, tell, callbacks) holds a signal: one between a trial's end
+        # and its tell left the trial RUNNING (a finished trial failed and run again by the
+        # next tune) and surfaced as Optuna's UnboundLocalError (exit 1, not 130). Only the
+        # objective is interrupted; a signal held meanwhile stops the search after the tell
+        with interrupts.deferred():
+            study.optimize(
+                interruptible,
+                n_trials=remaining,  # this worker's bound; failed trials count here, not the cap
+                timeout=settings.timeout or None,
+                callbacks=[
+                    optuna.study.MaxTrialsCallback(settings.n_trials, states=COUNTED),
+                    best_so_far(parent),
+                    stop_if_signalled,
+                ],
+                catch=(Exception,),  # one failing configuration must not end the search
+            )
     finally:
         logger.removeFilter(quiet)

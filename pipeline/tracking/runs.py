@@ -121,8 +121,11 @@ def step_run(
             mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
         raise
     finally:
-        if active_id() != before:
-            end(status, reachable)
+        # mlflow.end_run takes the run off its stack before the write that ends it: an
+        # interrupt between the two left it RUNNING, so a signal waits until it is ended
+        with interrupts.held():
+            if active_id() != before:
+                end(status, reachable)
 
 
 @log.timed()
