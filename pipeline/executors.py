@@ -229,13 +229,15 @@ class Ray(Local):
     def close(self) -> None:
         """Cancel what still runs: its steps get SIGTERM and end their runs KILLED. A run
         whose step had not yet started (its run is made before the task starts), or had not
-        yet put its handlers in place, is ended KILLED here, so none is left RUNNING."""
-        for ref in self.pending:
-            with contextlib.suppress(Exception):  # finished already
-                self.ray.cancel(ref, force=True)
-        self.ray.shutdown()
-        for run_id in self.pending.values():
-            tracking.close_run(run_id, "KILLED", {"error": "main was stopped while it ran"})
+        yet put its handlers in place, is ended KILLED here, so none is left RUNNING (a
+        second Ctrl-C waits until they are)."""
+        with interrupts.held():
+            for ref in self.pending:
+                with contextlib.suppress(Exception):  # finished already
+                    self.ray.cancel(ref, force=True)
+            self.ray.shutdown()
+            for run_id in self.pending.values():
+                tracking.close_run(run_id, "KILLED", {"error": "main was stopped while it ran"})
 
 
 def reason(exc: BaseException) -> str:

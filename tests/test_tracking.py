@@ -384,3 +384,47 @@ def test_a_signal_while_optuna_tells_a_trial_stops_the_search_cleanly(
     with pytest.raises(KeyboardInterrupt):
         search.search(study, settings, "parent", {})
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
+
+
+def test_a_second_signal_while_a_trial_run_is_ended_still_ends_it(
+    stores, signals_installed, monkeypatch
+):
+    """A trial stopped by a signal ends its run KILLED in the objective's cleanup (a tag,
+    then the end): a second signal between the two (a scheduler signalling the process
+    group, then `main` cancelling its child) left the trial's run RUNNING."""
+    import os
+    import signal
+
+    import mlflow
+    import optuna
+
+    from pipeline import tracking
+    from pipeline.config import TuneSettings
+    from pipeline.study import search
+
+    def first_signal(job, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # training stopped
+
+    def second_signal_then_tag(run_id, tags):
+        os.kill(os.getpid(), signal.SIGTERM)  # lands before the run is ended
+        original(run_id, tags)
+
+    original = tracking.set_tags
+    monkeypatch.setattr(search.fit, "prepare", lambda settings: None)
+    monkeypatch.setattr(search.fit, "run", first_signal)
+    monkeypatch.setattr(search.tracking, "set_tags", second_signal_then_tag)
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    try:
+        parent = mlflow.MlflowClient().create_run(tracking.ensure_experiment()).info.run_id
+        study = optuna.create_study(direction="maximize")
+        objective = search.objective_for(
+            study, TuneSettings(), parent, {"tune.worker_run_id": parent}
+        )
+        trial = study.ask()
+        with pytest.raises(KeyboardInterrupt):
+            objective(trial)
+        run_id = trial.user_attrs["mlflow_run_id"]
+        run = tracking.get_run(run_id)
+        assert (run.info.status, run.data.tags["trial.state"]) == ("KILLED", "FAIL")
+    finally:
+        mlflow.set_tracking_uri(None)

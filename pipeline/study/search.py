@@ -319,7 +319,8 @@ def objective_for(study, settings: TuneSettings, parent: str, run_tags: dict[str
             error = exc
             raise
         finally:
-            end_trial_run(run_id, state, error)
+            with interrupts.held():  # a second signal must not leave the trial's run RUNNING
+                end_trial_run(run_id, state, error)
 
     return objective
 
