@@ -12,6 +12,7 @@ Needs the `ray` extra for the ray configurations.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -78,6 +79,11 @@ def configs(text: str) -> list[tuple[str, int]]:
                 f"{spec!r}: workers must be a whole number (0, or ray alone: what Ray offers)"
             )
         out.append((executor, int(workers or 0)))
+    if any(e == "ray" for e, _ in out) and importlib.util.find_spec("ray") is None:
+        # else the local pipeline ran for minutes before the first ray config failed
+        raise argparse.ArgumentTypeError(
+            f"{text!r} needs Ray: pip install -e '.[ray]' (or --configs local)"
+        )
     return out
 
 

@@ -505,7 +505,8 @@ class TuneSettings(Settings):
     timeout: float = setting(
         0.0,
         v.Float(0, 1e7),
-        "seconds after which this worker starts no new trial; 0 = none",
+        "seconds after which this worker starts no new trial; the study then counts as"
+        " complete (its best trial so far is retrained; main reuses the run); 0 = none",
         "seconds",
     )
     pruner: str = setting(

@@ -66,9 +66,9 @@ def prepare(settings: TrainSettings) -> Job:
     return Job(settings, model, device, data.read_manifest(directory), train, val)
 
 
-def resumed(settings: TrainSettings) -> tuple[TrainSettings, str] | None:
-    """For `resume`: the settings the run was started with and its id; None when the run
-    has FINISHED already (nothing to do). A UserError when it cannot be resumed."""
+def resumed(settings: TrainSettings) -> tuple[TrainSettings, str, bool]:
+    """For `resume`: the settings the run was started with, its id, and whether it has
+    FINISHED already (nothing to do). A UserError when it cannot be resumed."""
     import json
     import os
 
@@ -78,12 +78,12 @@ def resumed(settings: TrainSettings) -> tuple[TrainSettings, str] | None:
     run = tracking.get_live_run(run_id)
     if run.data.tags.get("pipeline.step") != "train":
         raise UserError(f"cannot resume run {run_id}: it is not a train run")
-    if run.info.status == "FINISHED":
-        return None
-    owner = tracking.live_owner(run)
-    if owner:
-        raise UserError(f"cannot resume run {run_id}: {owner} is still training it")
-    check_checkpoint(run_id)
+    finished = run.info.status == "FINISHED"
+    if not finished:
+        owner = tracking.live_owner(run)
+        if owner:
+            raise UserError(f"cannot resume run {run_id}: {owner} is still training it")
+        check_checkpoint(run_id)
     try:
         with tracking.artifact(run_id, "config.json") as path:
             saved = json.loads(path.read_text())
@@ -95,7 +95,7 @@ def resumed(settings: TrainSettings) -> tuple[TrainSettings, str] | None:
         # the data it started on, by digest: "auto" prepares the split again, and another
         # scikit-learn release may draw another one (a new digest) from the same seed
         settings = settings.replace(dataset=digest)
-    return settings, run_id
+    return settings, run_id, finished
 
 
 def check_checkpoint(run_id: str) -> None:

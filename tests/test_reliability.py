@@ -190,6 +190,8 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(
     before = histories(real_env, killed_id)
     again = run_step(["train", "--resume", killed_id], real_env)  # FINISHED: nothing to do
     assert again.returncode == 0 and "nothing to do" in again.stderr
+    changed = run_step(["train", "--resume", killed_id, "--epochs", "9"], real_env)
+    one_error_line(changed, "drop epochs")  # not dropped without a word, as it was
     assert histories(real_env, killed_id) == before and len(runs(real_env)) == 2
     assert not config.checkpoint_path(killed_id).exists()
     no_run_left_running(real_env)

@@ -96,6 +96,16 @@ def test_every_profile_loads_and_states_what_it_tunes(name):
         assert "final_seeds" in job.given, f"{name}: a tuning profile states its final_seeds"
 
 
+def test_reports_cpu_is_a_part_of_reports():
+    """The README calls it the part of `reports` that fits a CPU: each of its runs is one
+    that `reports` makes too (so a later `PROFILE=reports` reuses it), on the same split."""
+    part, whole = profiles.load("reports-cpu"), profiles.load("reports")
+    assert part.prepare == whole.prepare
+    assert part.train and all(
+        job.settings in [j.settings for j in whole.train] for job in part.train
+    )
+
+
 def test_a_bad_profile_entry_names_the_profile(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[[train]]\nmodel = "mlp"\nepochs = 0\n')

@@ -428,3 +428,23 @@ def test_a_second_signal_while_a_trial_run_is_ended_still_ends_it(
         assert (run.info.status, run.data.tags["trial.state"]) == ("KILLED", "FAIL")
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_an_empty_tracking_variable_counts_as_unset(tmp_path, monkeypatch):
+    """As MLflow reads them (a script exporting an unset shell variable): an empty
+    MLFLOW_TRACKING_URI was refused as a folder store."""
+    import os
+
+    from pipeline import config
+    from pipeline.tracking import store
+
+    monkeypatch.setenv("FMB_MLRUNS_DIR", str(tmp_path))
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.setenv(key, "")
+    for key in store.HTTP_DEFAULTS:
+        monkeypatch.setenv(key, "")
+    store.apply_defaults()
+    assert os.environ["MLFLOW_TRACKING_URI"] == config.default_tracking_uri()
+    assert str(tmp_path) in store.tracking_uri()
+    assert os.environ["MLFLOW_EXPERIMENT_NAME"] == config.EXPERIMENT_NAME
+    assert {key: os.environ[key] for key in store.HTTP_DEFAULTS} == store.HTTP_DEFAULTS

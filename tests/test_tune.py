@@ -818,7 +818,7 @@ def test_an_auto_study_name_tells_studies_of_other_settings_apart():
 def test_a_study_is_joined_only_with_the_settings_that_created_it():
     from types import SimpleNamespace
 
-    from pipeline import cli
+    from pipeline import cli, identity
     from pipeline.errors import UserError
     from pipeline.study import search
 
@@ -830,6 +830,15 @@ def test_a_study_is_joined_only_with_the_settings_that_created_it():
     with pytest.raises(UserError, match=r"seed=42 \(here 7\), space=base \(here wide\)"):
         search.check_joinable(study, decided("--seed", "7", "--space", "wide"))
     search.check_joinable(SimpleNamespace(study_name="old", user_attrs={}), decided())
+
+    def base(*argv: str) -> dict:
+        return identity.resolved(cli.parse("tune", [*TINY, *argv]).base)
+
+    study.user_attrs[search.BASE_ATTR] = base()  # the base settings by name, not their hash
+    with pytest.raises(UserError, match=r"settings: epochs=5 \(here 3\), lr=0.001 \(here 0.01\);"):
+        search.check_joinable(
+            study, decided("--epochs", "3", "--lr", "0.01"), base("--epochs", "3", "--lr", "0.01")
+        )
 
 
 def test_the_first_trial_is_the_base_configuration_in_every_space():

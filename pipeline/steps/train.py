@@ -17,13 +17,14 @@ def main(settings: TrainSettings) -> int:
     tracking.check_reachable()
     run_id = None
     if settings.resume:
-        found = fit.resumed(settings)
-        if found is None:
-            print(f"run {settings.resume} has finished already: nothing to do", file=sys.stderr)
-            cli.print_result({"run_id": settings.resume, "resumed": False})
+        saved, run_id, finished = fit.resumed(settings)
+        # also for a finished run: another setting beside it was dropped without a word
+        check_unchanged(settings, saved)
+        if finished:
+            print(f"run {run_id} has finished already: nothing to do", file=sys.stderr)
+            cli.print_result({"run_id": run_id, "resumed": False})
             return 0
-        check_unchanged(settings, found[0])
-        settings, run_id = found
+        settings = saved
     job = fit.prepare(settings)  # options, device and data checked before the run starts
     run_id, summary = fit.run(job, run_id=run_id)
     print(

@@ -31,6 +31,7 @@ from pipeline.study.storage import fail_orphaned_trials, reason
 
 PARENT_ATTR = "mlflow_parent_run_id"
 SETTINGS_ATTR = "settings"  # decided_by() of the tune that created the study
+BASE_ATTR = "base_settings"  # and its base training settings (identity.resolved), by name
 PARENT_WAIT_S = 30  # how long a joining worker waits for the creator to name the parent run
 COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 AHEAD = (*COUNTED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
@@ -168,15 +169,24 @@ def study_name(settings: TuneSettings, digest: str) -> str:
     return f"{b.model}-{settings.space}-e{b.epochs}-s{b.subset}-{digest[:8]}-{tail.hexdigest()[:6]}"
 
 
-def check_joinable(study, asked: dict[str, str]) -> None:
+def check_joinable(study, asked: dict[str, str], base: dict | None = None) -> None:
     """A tune joins a study only with the settings that created it (studies of older
-    versions recorded none): a trial's value would otherwise mean something else."""
+    versions recorded none): a trial's value would otherwise mean something else. The
+    message names each setting that differs; the base training settings by name where the
+    study recorded them (`base`: identity.resolved of this tune's), not by their hash."""
     recorded = study.user_attrs.get(SETTINGS_ATTR)
     if not recorded or recorded == asked:
         return
-    differ = [
-        f"{k}={recorded.get(k)} (here {asked[k]})" for k in asked if recorded.get(k) != asked[k]
-    ]
+    theirs = study.user_attrs.get(BASE_ATTR) or {}
+    differ = []
+    for key in (k for k in asked if recorded.get(k) != asked[k]):
+        named = [
+            f"{n}={theirs[n]} (here {v})" for n, v in (base or {}).items() if theirs.get(n) != v
+        ]
+        if key == "config" and theirs and named:
+            differ += named
+        else:
+            differ.append(f"{key}={recorded.get(key)} (here {asked[key]})")
     raise UserError(
         f"study {study.study_name} was created with other settings: {', '.join(differ)};"
         " repeat the command that created it, or choose another study_name"
@@ -210,10 +220,12 @@ def open_study(name: str, storage, settings: TuneSettings, digest: str):
             joined = False
     except Exception as exc:
         raise UserError(f"cannot open study {name}: {reason(exc)}") from None
+    base = identity.resolved(settings.base)
     if joined:
-        check_joinable(study, asked)
+        check_joinable(study, asked, base)
         return study, False
     study.set_user_attr(SETTINGS_ATTR, asked)
+    study.set_user_attr(BASE_ATTR, base)
     with warnings.catch_warnings():  # "experimental" since Optuna 3.2, stable in use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC])

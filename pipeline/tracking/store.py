@@ -37,12 +37,15 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def apply_defaults() -> None:
-    """Fill in the contract's tracking defaults where the user set nothing (stdlib only)."""
-    os.environ.setdefault("MLFLOW_TRACKING_URI", config.default_tracking_uri())
-    if "MLFLOW_EXPERIMENT_ID" not in os.environ:
-        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", config.EXPERIMENT_NAME)
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    """Fill in the contract's tracking defaults where the user set nothing (stdlib only).
+    An empty variable counts as unset, as MLflow reads it (a script exporting an unset shell
+    variable): an empty MLFLOW_TRACKING_URI was refused as a folder store."""
+    defaults = {"MLFLOW_TRACKING_URI": config.default_tracking_uri(), **HTTP_DEFAULTS}
+    if not os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        defaults["MLFLOW_EXPERIMENT_NAME"] = config.EXPERIMENT_NAME
+    for key, value in defaults.items():
+        if not os.environ.get(key):
+            os.environ[key] = value
     # A new SQLite store logs its schema creation at INFO, before any step's own output.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -52,7 +55,7 @@ def apply_defaults() -> None:
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI", config.default_tracking_uri())
+    return os.environ.get("MLFLOW_TRACKING_URI") or config.default_tracking_uri()
 
 
 def sqlite_path(uri: str | None = None) -> Path | None:
