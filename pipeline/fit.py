@@ -269,15 +269,18 @@ def model_params(settings: TrainSettings) -> dict[str, str]:
 def fit_sklearn(job: Job, run_id: str, hook: EpochHook | None, log_model: bool) -> dict:
     from sklearn.metrics import log_loss
 
+    from pipeline.metrics import as_proba
+
     estimator, train, val = job.model, job.train, job.val
     started = time.perf_counter()
     estimator.fit(train.images.astype(np.float32), train.labels)
     seconds = time.perf_counter() - started
     labels = list(range(config.NUM_CLASSES))
-    # float64 as evaluation scores them: log_loss clips at the eps of the dtype it is given,
-    # and float32's (1.2e-7) moved val_loss 0.007 away from val_log_loss for logreg
-    train_p = estimator.predict_proba(train.images.astype(np.float32)).astype(np.float64)
-    val_p = estimator.predict_proba(val.images.astype(np.float32)).astype(np.float64)
+    # float64 rows summing to one, as evaluation scores them: log_loss clips at the eps of
+    # the dtype it is given (float32's moved val_loss 0.007 away from val_log_loss for
+    # logreg), and warns of float32 rows that miss 1 by ~1e-7 (twice per logreg run)
+    train_p = as_proba(estimator.predict_proba(train.images.astype(np.float32)))
+    val_p = as_proba(estimator.predict_proba(val.images.astype(np.float32)))
     epoch = {
         "train_loss": log_loss(train.labels, train_p, labels=labels),
         "train_accuracy": float((train_p.argmax(1) == train.labels).mean()),

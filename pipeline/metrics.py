@@ -28,7 +28,7 @@ OFFICIAL_TEST_SIZE = 10_000
 OFFICIAL_TEST_PER_CLASS = 1_000
 
 
-def _as_proba(proba: np.ndarray) -> np.ndarray:
+def as_proba(proba: np.ndarray) -> np.ndarray:
     """(N, 10) float64 rows that sum to one.
 
     float32 softmax rows can miss 1 by ~1e-7, which scikit-learn's float64 checks
@@ -48,7 +48,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, prefix: str) -
     the split is `training_loss` (val_loss during training is that one, not log loss).
     """
     y_true = np.asarray(y_true)
-    proba = _as_proba(proba)
+    proba = as_proba(proba)
     y_pred = proba.argmax(axis=1)
     accuracy = skm.accuracy_score(y_true, y_pred)
     out = {
@@ -73,7 +73,7 @@ def training_loss(
     ce with label smoothing as torch computes it, nll (= log loss), mse of the probabilities
     against one-hot targets averaged over every element. scikit-learn baselines: log loss."""
     y_true = np.asarray(y_true)
-    proba = _as_proba(proba)
+    proba = as_proba(proba)
     log_p = np.log(np.clip(proba, np.finfo(np.float64).eps, 1.0))
     nll = -log_p[np.arange(len(y_true)), y_true]
     if loss == "mse":
