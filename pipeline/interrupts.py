@@ -23,7 +23,6 @@ import signal
 import sys
 from collections.abc import Iterator
 
-_received: int | None = None  # the first SIGINT/SIGTERM this process got
 _count = 0  # how many SIGINT/SIGTERM this process got
 _deferring = 0  # depth of nested deferred() blocks
 _returning = None  # the database call whose return raises the interrupt
@@ -41,10 +40,8 @@ DATABASE_CODE = (
 
 
 def _handler(signum, frame) -> None:
-    global _received, _returning, _count
+    global _returning, _count
     _count += 1
-    if _received is None:
-        _received = signum
     if _deferring:
         return  # the deferred block raises it when it ends
     call = _outermost_database_call(frame)
@@ -80,36 +77,33 @@ def install() -> None:
 
 def received() -> bool:
     """A SIGINT or SIGTERM arrived: whatever exception follows, the step was stopped."""
-    return _received is not None
+    return _count > 0
 
 
-@contextlib.contextmanager
-def deferred() -> Iterator[None]:
+def deferred() -> contextlib.AbstractContextManager[None]:
     """Hold SIGINT/SIGTERM until the block ends, then raise KeyboardInterrupt: a block that
     creates something (a run) finishes, so the caller's cleanup always has it to end."""
-    global _deferring
-    _deferring += 1
-    try:
-        yield
-    finally:
-        _deferring -= 1
-    if _received is not None and not _deferring:
-        raise KeyboardInterrupt
+    return _holding(since=0)
 
 
-@contextlib.contextmanager
-def held() -> Iterator[None]:
+def held() -> contextlib.AbstractContextManager[None]:
     """Hold SIGINT/SIGTERM while cleanup that must finish runs (ending a run: MLflow takes
     it off its stack of active runs before the write that ends it, so an interrupt between
     the two left it RUNNING); only a signal that came meanwhile is raised after it."""
+    return _holding(since=_count)
+
+
+@contextlib.contextmanager
+def _holding(since: int) -> Iterator[None]:
+    """The block runs with signals held; KeyboardInterrupt after it when more than `since`
+    signals have come by then (and no enclosing block holds them still)."""
     global _deferring
-    count = _count
     _deferring += 1
     try:
         yield
     finally:
         _deferring -= 1
-    if _count != count and not _deferring:
+    if _count > since and not _deferring:
         raise KeyboardInterrupt
 
 
@@ -122,7 +116,7 @@ def allowed() -> Iterator[None]:
     global _deferring
     saved, _deferring = _deferring, 0
     try:
-        if _received is not None:
+        if _count:
             raise KeyboardInterrupt
         yield
     finally:

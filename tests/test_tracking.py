@@ -200,7 +200,7 @@ def signals_installed(monkeypatch):
     from pipeline import interrupts
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    monkeypatch.setattr(interrupts, "_received", None)
+    monkeypatch.setattr(interrupts, "_count", 0)
     monkeypatch.setattr(interrupts, "_returning", None)
     interrupts.install()
     yield interrupts

@@ -177,13 +177,17 @@ def check_joinable(study, asked: dict[str, str], base: dict | None = None) -> No
     recorded = study.user_attrs.get(SETTINGS_ATTR)
     if not recorded or recorded == asked:
         return
-    theirs = study.user_attrs.get(BASE_ATTR) or {}
+    theirs = study.user_attrs.get(BASE_ATTR)
+    named = (
+        [  # a setting newer than the study's record reads as None there
+            f"{n}={theirs.get(n)} (here {v})" for n, v in (base or {}).items() if theirs.get(n) != v
+        ]
+        if theirs
+        else []
+    )
     differ = []
     for key in (k for k in asked if recorded.get(k) != asked[k]):
-        named = [
-            f"{n}={theirs[n]} (here {v})" for n, v in (base or {}).items() if theirs.get(n) != v
-        ]
-        if key == "config" and theirs and named:
+        if key == "config" and named:
             differ += named
         else:
             differ.append(f"{key}={recorded.get(key)} (here {asked[key]})")
