@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         note_failure(step, str(exc))
         cli.fail(str(exc), cli.UNAVAILABLE if isinstance(exc, Unavailable) else cli.REFUSED)
     except KeyboardInterrupt:
+        interrupts.disarm()
         sys.stderr.write("interrupted\n")
         return 130
     except OSError as exc:

@@ -69,6 +69,15 @@ def _raise_on_return(frame, event, arg) -> None:
         raise KeyboardInterrupt  # raised by that call, after its own cleanup ran
 
 
+def disarm() -> None:
+    """The step is stopping: a hook still waiting for a database call to return must not
+    raise a second KeyboardInterrupt at shutdown (the process then died of SIGINT, -2)."""
+    global _returning
+    if sys.getprofile() is _raise_on_return:
+        sys.setprofile(None)
+    _returning = None
+
+
 def install() -> None:
     """SIGTERM (a scheduler, `kill`) behaves like Ctrl-C, and both are recorded."""
     for sig in (signal.SIGINT, signal.SIGTERM):
