@@ -44,7 +44,6 @@ def main(argv: list[str] | None = None) -> int:
         note_failure(step, str(exc))
         cli.fail(str(exc), cli.UNAVAILABLE if isinstance(exc, Unavailable) else cli.REFUSED)
     except KeyboardInterrupt:
-        interrupts.disarm()
         sys.stderr.write("interrupted\n")
         return 130
     except OSError as exc:
@@ -90,4 +89,7 @@ def note_failure(step: str, message: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:  # 130 (or the step's error) must not turn into death by SIGINT: see there
+        interrupts.clear_exit_mark()

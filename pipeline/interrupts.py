@@ -11,7 +11,8 @@ Three places make that unsafe for a run's status, all seen under load:
   (the run stayed RUNNING and the step exited 1).
 So the handler records that a signal came (`received()`, which the run status reads), a block
 in `deferred()` holds the interrupt until it ends, and an interrupt that lands inside a
-database call is raised as that call returns, its session closed.
+database call is raised as that call returns, its session closed. A fourth place spoiled
+only the exit code: `clear_exit_mark()`.
 
 Standard library only: any layer may use it; `python -m pipeline` installs it.
 """
@@ -69,13 +70,20 @@ def _raise_on_return(frame, event, arg) -> None:
         raise KeyboardInterrupt  # raised by that call, after its own cleanup ran
 
 
-def disarm() -> None:
-    """The step is stopping: a hook still waiting for a database call to return must not
-    raise a second KeyboardInterrupt at shutdown (the process then died of SIGINT, -2)."""
-    global _returning
-    if sys.getprofile() is _raise_on_return:
-        sys.setprofile(None)
-    _returning = None
+def clear_exit_mark() -> None:
+    """Forget that a KeyboardInterrupt went through code run from source text; called as
+    `python -m pipeline` exits, the interrupt handled.
+
+    CPython (3.8 to 3.13 at least) marks an interrupt that ends the evaluation of a string
+    (`exec` or `eval` of source, as dataclasses, namedtuple and SQLAlchemy's generated
+    functions run) as unhandled even when a caller catches it; under `python -m` the
+    interpreter then kills itself with SIGINT as it exits (-2, no traceback) instead of
+    exiting 130. A step signalled inside such code ended its run KILLED, printed
+    "interrupted", then died that way. Every string evaluation starts by clearing the mark,
+    so an empty one does; an interrupt that is really unhandled is marked again after this,
+    by runpy's caller.
+    """
+    eval("None")
 
 
 def install() -> None:

@@ -14,7 +14,7 @@ import re
 
 import pytest
 import test_pipeline as tp
-from conftest import run_step
+from conftest import ROOT, clean_env, run_step
 
 from pipeline import config
 
@@ -448,3 +448,40 @@ def test_an_empty_tracking_variable_counts_as_unset(tmp_path, monkeypatch):
     assert str(tmp_path) in store.tracking_uri()
     assert os.environ["MLFLOW_EXPERIMENT_NAME"] == config.EXPERIMENT_NAME
     assert {key: os.environ[key] for key in store.HTTP_DEFAULTS} == store.HTTP_DEFAULTS
+
+
+PROBE = """
+import runpy, sys
+from pipeline import interrupts
+from pipeline.steps import compare
+
+def stopped_inside_generated_code(settings):
+    exec("raise KeyboardInterrupt")  # a signal while dataclasses or SQLAlchemy run source
+
+compare.main = stopped_inside_generated_code
+if sys.argv[1:] == ["unfixed"]:
+    interrupts.clear_exit_mark = lambda: None
+sys.argv = ["pipeline", "compare"]
+runpy.run_module("pipeline", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_step_stopped_inside_code_run_from_source_exits_130_not_by_sigint(tmp_path):
+    """CPython marks an interrupt that ends an `exec`/`eval` of source as unhandled even when
+    it is caught; under `python -m` the process then died of SIGINT (-2, no traceback) after
+    its step had printed "interrupted" and ended its run KILLED (seen in a loop of SIGTERMed
+    evaluate steps, 1 in 34). The step itself runs as `python -m pipeline` does."""
+    import subprocess
+    import sys
+
+    (tmp_path / "probe.py").write_text(PROBE)
+    env = clean_env({"PYTHONPATH": str(ROOT)})
+
+    def probe(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "probe", *args]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    stopped = probe()
+    assert (stopped.returncode, stopped.stderr) == (130, "interrupted\n"), stopped.stderr
+    # the interpreter's behaviour this guards against, still there without the guard
+    assert probe("unfixed").returncode == -2
