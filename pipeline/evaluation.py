@@ -49,9 +49,11 @@ def check(run_id: str, allow_unofficial: bool = False) -> Target:
             " a train run (tag pipeline.step=train)"
         )
     if run.info.status != "FINISHED" or "model.uri" not in run.data.tags:
+        # resume only where it can work: a run refused before training has no checkpoint
+        resume = config.checkpoint_path(run_id).is_file()
+        hint = f" or resume it (`python -m pipeline train --resume {run_id}`)" if resume else ""
         raise UserError(
-            f"train run {run_id} is {run.info.status} and has no logged model; train it again"
-            f" or resume it (`python -m pipeline train --resume {run_id}`)"
+            f"train run {run_id} is {run.info.status} and has no logged model; train it again{hint}"
         )
     directory = cache_of(run)
     test = data.load_test_split(directory)

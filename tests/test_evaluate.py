@@ -330,3 +330,29 @@ def test_a_logged_model_that_does_not_score_its_validation_accuracy_is_flagged(
         assert "warning: run" in capsys.readouterr().err
     else:
         assert gap == pytest.approx(0, abs=1e-6) and "evaluation.warning" not in tags
+
+
+def test_a_train_run_without_a_model_is_refused_with_a_hint_that_works(stores):
+    """Resume is suggested only where it can work: a run refused before it trained (no
+    checkpoint) was told to resume, which then failed with "no checkpoint"."""
+    import mlflow
+
+    from pipeline import config, evaluation, tracking
+    from pipeline.errors import UserError
+
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    try:
+        store = mlflow.MlflowClient()
+        run = store.create_run(tracking.ensure_experiment(), tags={"pipeline.step": "train"})
+        run_id = run.info.run_id
+        store.set_terminated(run_id, "FAILED")
+        with pytest.raises(UserError, match="is FAILED and has no logged model") as refused:
+            evaluation.check(run_id)
+        assert "resume" not in str(refused.value)
+        checkpoint = config.checkpoint_path(run_id)
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_bytes(b"an epoch")  # only its presence is read here
+        with pytest.raises(UserError, match=f"train --resume {run_id}"):
+            evaluation.check(run_id)
+    finally:
+        mlflow.set_tracking_uri(None)

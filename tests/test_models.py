@@ -50,6 +50,8 @@ def test_torch_model(name: str) -> None:
     assert isinstance(first, Standardize), "models must standardise raw pixels themselves"
     assert not list(first.parameters())  # mean and std are buffers, never trained
     check_forward_backward(model, batch=3)
+    with torch.no_grad():  # a logged model takes any N (INTERFACE.md), none included
+        assert model.eval()(raw_images(0)).shape == (0, config.NUM_CLASSES)
 
 
 # Variants a report describes, run through the same checks (B=2 keeps BatchNorm happy).

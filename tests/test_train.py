@@ -341,6 +341,32 @@ def check_logged_model(run, images: np.ndarray):
     return model
 
 
+@pytest.mark.parametrize(("name", "options"), [("fastnet", {"widths": [8, 8, 16]}), ("mlp", {})])
+def test_a_logged_torch_model_predicts_any_batch_size(name, options, stores):
+    """As a consumer loads it (pyfunc, torch.export's pt2 with a dynamic batch size): fastnet's
+    flip TTA split its batch with chunk(2), whose guard divided by zero for N=0."""
+    import mlflow
+
+    from pipeline import models, tracking
+
+    torch.manual_seed(0)
+    module = models.build_model(name, **options).eval()
+    images = np.random.default_rng(0).integers(0, 256, (9, 1, 28, 28)).astype(np.float32)
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    try:
+        with mlflow.start_run():
+            uri, _ = tracking.log_torch_model(module, images, {}, name)
+        model = mlflow.pyfunc.load_model(uri)
+        for n in (0, 1, 9):
+            proba = np.asarray(model.predict(images[:n]))
+            assert proba.shape == (n, 10)
+            with torch.no_grad():
+                expected = torch.softmax(module(torch.from_numpy(images[:n])), 1).numpy()
+            np.testing.assert_allclose(proba, expected, rtol=1e-4, atol=1e-6)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 @pytest.mark.parametrize(

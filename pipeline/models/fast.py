@@ -71,8 +71,8 @@ class FastNet(nn.Module):
             return self.logits(x)
         # flip TTA: one pass over (2B, 1, 28, 28), then the mean of the two halves' logits
         both = self.logits(torch.cat([x, x.flip(-1)]))
-        plain, mirrored = both.chunk(2)
-        return (plain + mirrored) / 2
+        n = x.shape[0]  # halves by slicing: chunk(2) of an empty batch divides by zero
+        return (both[:n] + both[n:]) / 2
 
     def extra_repr(self) -> str:
         return f"tta={self.tta}"

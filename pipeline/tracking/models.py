@@ -1,7 +1,9 @@
 """Logged models and datasets, as MLflow 3 intends them.
 
 A model is logged so that `mlflow.pyfunc.load_model(uri).predict(x)` maps float32 raw pixels
-(N, 1, 28, 28) to (N, 10) probabilities, for torch and scikit-learn alike (INTERFACE.md);
+(N, 1, 28, 28) to (N, 10) probabilities, for torch and scikit-learn alike (INTERFACE.md; N = 0
+for torch models only: every scikit-learn estimator refuses an empty batch, and a wrapper of
+ours would have to be pickled, which skops exists to avoid);
 it carries its training parameters and model type, and evaluation metrics are linked to it
 and to the dataset they were computed on, so the Models tab and
 `mlflow.search_logged_models(order_by=...)` rank models. Splits are logged as run inputs
