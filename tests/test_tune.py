@@ -474,6 +474,19 @@ def test_bad_input_is_one_error_line(args, word, stores):
     assert "secret" not in result.stderr  # passwords in storage URLs are never echoed
 
 
+@pytest.mark.parametrize(
+    "storage, code",
+    [("postgresql+psycopg://u@127.0.0.1:1/x", 3), ("postgresql+nosuchdriver://u@127.0.0.1/x", 2)],
+    ids=["no answer", "no driver"],
+)
+def test_only_a_server_that_did_not_answer_exits_3(storage, code, stores):
+    """Exit 3 tells Ray to retry the job: right for a server that may be back, never for a
+    driver that is not installed (it exited 3 too)."""
+    result = run_step(["tune", *TINY, "--storage", storage], stores, timeout=120)
+    assert result.returncode == code, result.stderr
+    assert result.stderr.startswith("error: cannot open Optuna storage"), result.stderr
+
+
 def test_help_documents_every_parameter():
     import yaml
 

@@ -68,10 +68,18 @@ def open_storage(spec: str, heartbeat_s: int, grace_s: int):
         )
     except Exception as exc:
         hint = "a writable file" if is_journal(target) else "a running server and the URL"
-        server = target.startswith(("postgresql", "mysql"))  # may be back on a retry
-        raise (Unavailable if server else UserError)(
+        raise (Unavailable if unanswered(target, exc) else UserError)(
             f"cannot open Optuna storage {redact(target)}: {reason(exc)}; check {hint}"
         ) from None
+
+
+def unanswered(target: str, exc: Exception) -> bool:
+    """A database server that did not answer (refused, timed out) may on a retry (exit 3,
+    retried on Ray); a missing driver or a malformed URL never will (exit 2, bad input)."""
+    import sqlalchemy.exc
+
+    server = target.startswith(("postgresql", "mysql"))
+    return server and isinstance(exc, sqlalchemy.exc.OperationalError | OSError)
 
 
 def rdb_storage(target: str, attempts: int = 5, **kwargs):
