@@ -459,6 +459,10 @@ BAD = [
     (["--model", "svc"], "scikit-learn"),  # replaces TINY's model (test below)
     (["--heartbeat_s", "5", "--grace_s", "5"], "grace_s"),
     (["--storage", "postgresql+psycopg://u:secret@127.0.0.1:1/x"], "127.0.0.1:1"),
+    # the first trial is the base configuration: it trained at lr_max, the default trial's
+    # score was reported for a configuration nobody asked for
+    (["--lr", "0.5"], "lr=0.5 lies outside the searched range 0.0001..0.01"),
+    (["--space", "wide", "--dropout", "0.6"], "dropout=0.6 lies outside"),
 ]
 
 

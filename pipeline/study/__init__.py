@@ -82,6 +82,7 @@ def conclude(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict
 def tune(settings: TuneSettings) -> dict:
     """Run (or join) the study, then conclude it; returns the JSON-able result."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space.check_base(settings)  # before a study or a run exists
     digest, name, study, created, study_id = open_checked(settings)
     shown = storage.redact(settings.storage)  # a password stays out of params and config.json
     params = {**settings.params(), "storage": shown}

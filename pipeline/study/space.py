@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline import config
 from pipeline.config import TrainSettings, TuneSettings
+from pipeline.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -104,22 +105,46 @@ def describe(settings: TuneSettings) -> dict[str, Any]:
     return out
 
 
+def base_value(name: str, settings: TuneSettings) -> float:
+    """A searched float's value in the base settings; `dropout` unset is the model's own rate
+    (models.default_dropout)."""
+    value = getattr(settings.base, name)
+    if value is None:
+        from pipeline import models
+
+        value = models.default_dropout(settings.base.model, **settings.base.options)
+    return float(value)
+
+
+def check_base(settings: TuneSettings) -> None:
+    """A searched float's base value must lie in its range: the first trial is the base
+    configuration, the one the search is measured against (a value outside was moved to the
+    nearest bound without a word, so `--lr 0.5` trained its first trial at lr_max). The one
+    exception, weight decay 0, which a log scale cannot reach, starts from the range's floor."""
+    for name, dist in SPACES[settings.space].items():
+        if isinstance(dist, Categorical):
+            continue
+        value, (low, high) = base_value(name, settings), dist.bounds(settings)
+        if low <= value <= high or (isinstance(dist, LogUniform) and value == 0):
+            continue
+        how = "widen lr_min/lr_max" if name == "lr" else f"give a {name} inside it"
+        raise UserError(
+            f"{name}={value:g} lies outside the searched range {low:g}..{high:g}, and the"
+            f" study's first trial is the base configuration; {how}"
+        )
+
+
 def defaults(settings: TuneSettings) -> dict[str, Any]:
     """The base settings' value of each searched parameter: the study's first trial, so the
-    search is measured against the configuration it starts from. Floats are clamped into
-    the searched range; `dropout` unset is the model's own rate (models.default_dropout)."""
-    from pipeline import models
-
-    base, out = settings.base, {}
+    search is measured against the configuration it starts from (check_base: each float
+    lies in its range, weight decay 0 is raised to the log scale's floor)."""
+    out = {}
     for name, dist in SPACES[settings.space].items():
         if isinstance(dist, Categorical):
             out[name] = base_choice(name, dist, settings)  # one of choices(), added if need be
             continue
-        value = getattr(base, name)
-        if value is None:  # dropout: the model's own
-            value = models.default_dropout(base.model, **base.options)
         low, high = dist.bounds(settings)
-        out[name] = min(max(float(value), low), high)
+        out[name] = min(max(base_value(name, settings), low), high)
     return out
 
 
