@@ -203,8 +203,17 @@ def check_final_and_artifacts(env, study, parent, tmp_path):
 def test_rerun_resumes_up_to_the_cap(main_study, env):
     name, study, cwd = main_study
     parent = study.user_attrs["mlflow_parent_run_id"]
+    store = client(env)
+    before = {k: store.get_metric_history(parent, k) for k in ("n_trials", "final_val_accuracy")}
     again = mlflow_run("tune", MAIN, env, cwd=cwd)  # the same command: the study is full
     assert again.returncode == 0, again.stderr[-4000:]
+    # it reports the retrains it found (their values were missing), logging nothing twice
+    result = json.loads(again.stdout.strip().splitlines()[-1])
+    (final_val,) = before["final_val_accuracy"]
+    assert result["final_val_accuracy"] == pytest.approx(final_val.value, abs=1e-12)
+    assert {"final_test_accuracy", "final_run_ids"} <= set(result)
+    for key, history in before.items():
+        assert store.get_metric_history(parent, key) == history, key
     study = load_study(name, default_storage(env))
     assert len(study.trials) == MAIN["n_trials"]
     finals = runs_where(env, f"tags.`optuna.study` = '{name}' and tags.`pipeline.step` = 'train'")
@@ -676,9 +685,10 @@ def test_a_worker_that_finds_the_retrain_lock_taken_does_not_retrain(tmp_path, m
     def retrain_best(study, settings, parent, run_tags):
         retrains.append(run_tags["tune.worker_run_id"])
         study.set_user_attr("final_run_ids", ["r1"])
-        return {}
+        return ["r1"]
 
     monkeypatch.setattr(final, "retrain_best", retrain_best)
+    monkeypatch.setattr(final, "final_values", lambda ids: {})
     monkeypatch.setattr(final, "retrained", lambda study, settings: None)
     for name in ("set_tags", "log_metrics"):
         monkeypatch.setattr(tracking, name, lambda *a, **k: None)

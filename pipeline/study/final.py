@@ -124,7 +124,7 @@ def release(study, worker: str) -> None:
             storage.delete_study(lock)
 
 
-def retrain_one(settings, seed: int, parent: str, tags: dict[str, str]) -> tuple[str, dict]:
+def retrain_one(settings, seed: int, parent: str, tags: dict[str, str]) -> str:
     """One retrain of the best configuration as a train run under the parent, evaluated.
 
     The run is created as the parent's child first, as a trial's is: the parent may be
@@ -134,15 +134,15 @@ def retrain_one(settings, seed: int, parent: str, tags: dict[str, str]) -> tuple
     name = identity.train_run_name(job.settings, tuned=True)
     with interrupts.deferred():  # a signal now would leave the new run RUNNING
         run_id = tracking.child_run(parent, name, {"pipeline.step": "train", **tags})
-    _, summary = fit.run(job, name=name, run_id=run_id, tags=tags)
-    values = evaluation.evaluate(evaluation.check(run_id))
+    fit.run(job, name=name, run_id=run_id, tags=tags)
+    evaluation.evaluate(evaluation.check(run_id))
     # as the evaluate step tags the runs it scores: here the tune run that retrained it
     tracking.set_tags(run_id, {"evaluated_by": tags["tune.worker_run_id"]})
-    return run_id, {"val_accuracy": summary["logged_val_accuracy"], **values}
+    return run_id
 
 
-def retrain_best(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict:
-    """Train the best trial's configuration on the fresh seeds; returns the parent's metrics."""
+def retrain_best(study, settings: TuneSettings, parent: str, run_tags: dict) -> list[str]:
+    """Train the best trial's configuration on the fresh seeds; returns their run ids."""
     best = study.best_trial
     base = space.trial_settings(settings.base, best.params)
     base = base.replace(epochs=settings.final_epochs)
@@ -152,14 +152,20 @@ def retrain_best(study, settings: TuneSettings, parent: str, run_tags: dict) -> 
         "tune.best_trial": str(best.number),
         "tune.n_trials": str(search.counted(study)),
     }
-    runs = [retrain_one(base, seed, parent, tags) for seed in final_seeds(settings)]
-    study.set_user_attr("final_run_ids", [run_id for run_id, _ in runs])
+    ids = [retrain_one(base, seed, parent, tags) for seed in final_seeds(settings)]
+    study.set_user_attr("final_run_ids", ids)
     study.set_user_attr("final_best_trial", best.number)
     study.set_user_attr("final_epochs", settings.final_epochs)
     study.set_user_attr("final_seeds", final_seeds(settings))
-    out = {"final_val_accuracy": float(np.mean([v["val_accuracy"] for _, v in runs]))}
-    out |= {f"final_{k}": float(np.mean([v[k] for _, v in runs])) for k in FINAL_KEYS}
-    return out
+    return ids
+
+
+def final_values(run_ids: list[str]) -> dict[str, float]:
+    """The retrains' means, read from their runs (also when an earlier worker made them):
+    the logged weights' validation accuracy and the test metrics their evaluation logged."""
+    runs = [tracking.get_run(run_id).data.metrics for run_id in run_ids]
+    out = {"final_val_accuracy": float(np.mean([m["logged_val_accuracy"] for m in runs]))}
+    return out | {f"final_{k}": float(np.mean([m[k] for m in runs])) for k in FINAL_KEYS}
 
 
 def default_trial(study, settings: TuneSettings):
@@ -214,13 +220,14 @@ def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict |
         return None
     try:  # checked under the lock: another worker may have just retrained it
         ids = retrained(study, settings)
-        if ids:
+        again = bool(ids)
+        if again:
             print(f"best trial {best.number} was retrained already: runs {ids}", file=sys.stderr)
         else:
-            result |= retrain_best(study, settings, parent, run_tags)
-            ids = study.user_attrs["final_run_ids"]
+            ids = retrain_best(study, settings, parent, run_tags)
     finally:
         release(study, worker)
+    result |= final_values(ids)
     # on the parent, and on this worker's own run when it is another (`main` reads the
     # retrain runs to evaluate from the tune run it started)
     for run_id in dict.fromkeys([parent, worker]):
@@ -233,6 +240,8 @@ def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict |
     best_point = {"best_trial_val_accuracy": metrics.pop("best_trial_val_accuracy")}
     if best.number not in tracking.metric_steps(parent, "best_trial_val_accuracy"):
         tracking.log_metrics(parent, best_point, step=best.number)
-    tracking.log_metrics(parent, metrics, step=len(study.trials))
+    # once per state of the study: a re-run that changed nothing added the same points again
+    if not (again and len(study.trials) in tracking.metric_steps(parent, "n_trials")):
+        tracking.log_metrics(parent, metrics, step=len(study.trials))
     log_study(study, settings, parent)
     return {"final_run_ids": ids, **result, "best_params": best.params}
