@@ -23,8 +23,6 @@ from pipeline import config, data, executors, profiles, tracking
 from pipeline.config import EvaluateSettings, MainSettings
 from pipeline.errors import UserError
 
-SERVER_STORAGES = ("postgresql", "mysql")  # Optuna storages that parallel workers may share
-
 
 def say(text: str) -> None:
     print(f"[main] {text}", file=sys.stderr, flush=True)
@@ -142,7 +140,7 @@ def study_workers(chain: Chain, job: profiles.Job) -> list[profiles.Job]:
     storage is a server (SQLite and journal files are not for parallel writers: one
     worker), each with final=false; the retrain follows once the study is complete."""
     parallel = isinstance(chain.executor, executors.Ray) and chain.executor.workers > 1
-    if not (parallel and job.settings.storage.startswith(SERVER_STORAGES)):
+    if not (parallel and job.settings.storage.startswith(config.SERVER_STORAGES)):
         return [job]
     return [job.with_params(final=False)] * chain.executor.workers
 

@@ -112,6 +112,11 @@ def default_optuna_storage() -> str:
     return f"sqlite:///{mlruns_dir() / 'optuna.db'}"
 
 
+# Optuna storage URLs of a database server: parallel workers may share one, and one that
+# does not answer may on a retry
+SERVER_STORAGES = ("postgresql", "mysql")
+
+
 # --- names a setting may take (stdlib lists; tests check them against the registries) -----
 
 TORCH_MODEL_NAMES = (

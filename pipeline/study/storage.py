@@ -55,7 +55,7 @@ def open_storage(spec: str, heartbeat_s: int, grace_s: int):
             path.parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         engine_kwargs = {}
-        if target.startswith(("postgresql", "mysql")):
+        if target.startswith(config.SERVER_STORAGES):
             # connect_timeout: an unreachable server fails now, not after minutes;
             # pre_ping: a connection that idled through a long trial is replaced, not used.
             engine_kwargs = {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
@@ -78,7 +78,7 @@ def unanswered(target: str, exc: Exception) -> bool:
     retried on Ray); a missing driver or a malformed URL never will (exit 2, bad input)."""
     import sqlalchemy.exc
 
-    server = target.startswith(("postgresql", "mysql"))
+    server = target.startswith(config.SERVER_STORAGES)
     return server and isinstance(exc, sqlalchemy.exc.OperationalError | OSError)
 
 
