@@ -455,6 +455,24 @@ def test_search_never_opens_the_test_split_and_failed_trials_end_failed(env, mon
         "broken configuration"
         in runs[found.trials[2].user_attrs["mlflow_run_id"]].data.tags["error"]
     )
+    assert "n_pruned" not in result  # 2 of 3 finished: not concluded
+    # the same command runs trial 3; final=false still concludes the study on its parent
+    # run, without a retrain
+    result = study.tune(cli.parse("tune", [*argv, "--study_name", "in-process"]))
+    found = load_study("in-process", default_storage(env))
+    assert [t.state.name for t in found.trials] == ["COMPLETE", "PRUNED", "FAIL", "PRUNED"]
+    assert "final_run_ids" not in result and (result["n_trials"], result["n_pruned"]) == (3, 2)
+    assert result["default_trial_val_accuracy"] == found.trials[0].value  # the base config
+    assert result["best_params"] == found.best_trial.params
+    parent = client(env).get_run(result["parent_run_id"])
+    assert parent.data.metrics["n_trials"] == 3 and parent.data.metrics["n_pruned"] == 2
+    assert "final_val_accuracy" not in parent.data.metrics
+    names = {a.path for a in client(env).list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "best_params.json", "optimization_history.png"} <= names
+    trains = runs_where(
+        env, "tags.`optuna.study` = 'in-process' and tags.`pipeline.step` = 'train'"
+    )
+    assert trains == []
 
 
 # --- 5: bad input and help --------------------------------------------------------------

@@ -51,7 +51,8 @@ def open_checked(settings: TuneSettings):
 
 
 def conclude(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict | None:
-    """After this worker's search: the final retrain when the study is complete."""
+    """After this worker's search, when the study is complete: its summary on the parent run
+    and, unless final=false, the retrain of its best configuration."""
     name = study.study_name
     states = {t.state.name for t in study.get_trials(deepcopy=False)}
     if "COMPLETE" not in states:
@@ -63,8 +64,6 @@ def conclude(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict
             " runs' error tags"
         )
     finished = search.counted(study)
-    if not settings.final:
-        return None
     if finished < settings.n_trials and not settings.timeout:
         if states & {"RUNNING", "WAITING"}:  # the worker that finishes the last one retrains
             then = "other workers are running the rest"

@@ -196,9 +196,9 @@ def log_study(study, settings: TuneSettings, run_id: str) -> None:
 
 
 def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict | None:
-    """Retrain and evaluate the best configuration (once per best trial); log the outcome
-    and the study's plots and tables on the parent run. None when another worker is
-    retraining it right now."""
+    """Conclude a complete study: retrain and evaluate its best configuration (once per best
+    trial; not with final=false) and log the outcome, plots and tables on the parent run.
+    None when another worker is concluding it right now."""
     best = study.best_trial
     states = [t.state for t in study.trials]
     result = {
@@ -210,28 +210,31 @@ def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict |
     if default is not None:  # the configuration the search started from, for comparison
         result["default_trial_val_accuracy"] = default.value
     worker = run_tags["tune.worker_run_id"]
-    holder = claim(study, worker)
+    holder = claim(study, worker)  # also without a retrain: one worker logs the summary
     if holder is not None:  # two workers concluding at once retrained it twice
+        what = "retrained" if settings.final else "summarised"
+        where = "the tag tune.final_run_ids of " if settings.final else ""
         print(
-            f"best trial {best.number} is being retrained by the tune run {holder}; its"
-            f" runs will be named in the tag tune.final_run_ids of the parent run {parent}",
+            f"best trial {best.number} is being {what} by the tune run {holder}; see"
+            f" {where}the parent run {parent}",
             file=sys.stderr,
         )
         return None
     try:  # checked under the lock: another worker may have just retrained it
-        ids = retrained(study, settings)
-        again = bool(ids)
-        if again:
+        ids = retrained(study, settings) if settings.final else None
+        again = ids is not None or not settings.final  # nothing new to log but plots
+        if ids:
             print(f"best trial {best.number} was retrained already: runs {ids}", file=sys.stderr)
-        else:
+        elif settings.final:
             ids = retrain_best(study, settings, parent, run_tags)
     finally:
         release(study, worker)
-    result |= final_values(ids)
-    # on the parent, and on this worker's own run when it is another (`main` reads the
-    # retrain runs to evaluate from the tune run it started)
-    for run_id in dict.fromkeys([parent, worker]):
-        tracking.set_tags(run_id, {"tune.final_run_ids": ",".join(ids)})
+    if ids:
+        result |= final_values(ids)
+        # on the parent, and on this worker's own run when it is another (`main` reads the
+        # retrain runs to evaluate from the tune run it started)
+        for run_id in dict.fromkeys([parent, worker]):
+            tracking.set_tags(run_id, {"tune.final_run_ids": ",".join(ids)})
     metrics = {k: float(v) for k, v in result.items()}
     # best_trial_val_accuracy is a curve over completed trials (search.best_so_far): its
     # final value goes at the best trial's own step, where the curve has it already (a
@@ -244,4 +247,5 @@ def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict |
     if not (again and len(study.trials) in tracking.metric_steps(parent, "n_trials")):
         tracking.log_metrics(parent, metrics, step=len(study.trials))
     log_study(study, settings, parent)
-    return {"final_run_ids": ids, **result, "best_params": best.params}
+    final = {"final_run_ids": ids} if ids else {}
+    return {**final, **result, "best_params": best.params}
