@@ -174,10 +174,19 @@ def description(result: dict, best: pd.Series, n_runs: int) -> str:
     )
 
 
-def compare(run_id: str, metric: str) -> dict:
-    """Build, log and register inside the compare run `run_id`; returns a summary."""
+def records(metric: str) -> pd.DataFrame:
+    """The store's train runs as leaderboard records, `metric` checked against them: the
+    compare step reads them before its run exists, so a metric no run has leaves no run."""
+    recs = leaderboard.records(tracking.runs_frame())
+    leaderboard.check_metric(recs, metric)
+    return recs
+
+
+def compare(run_id: str, metric: str, recs: pd.DataFrame | None = None) -> dict:
+    """Build, log and register inside the compare run `run_id` from `recs` (read now when
+    None); returns a summary."""
     recs, tables, section, best, version = rank_and_register(
-        leaderboard.records(tracking.runs_frame()), metric
+        records(metric) if recs is None else recs, metric
     )
     unranked = leaderboard.unranked(recs)
     digests = sorted({d for t in tables.values() for d in t["dataset_digest"] if d})

@@ -293,6 +293,17 @@ def _mark_pareto(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def check_metric(recs: pd.DataFrame, metric: str) -> None:
+    """A metric of the contract that no record has (0.1 logged no test_log_loss) is one
+    line, before anything is ranked."""
+    extra = _metric_column(metric)[1]
+    if extra and not recs.empty and extra not in recs:
+        raise UserError(
+            f"no evaluated train run has the metric {metric}: evaluate them again"
+            " (runs evaluated by an older version lack it), or choose another --metric"
+        )
+
+
 def aggregate(recs: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame:
     """One row per configuration (config_key + dataset_digest) over evaluated FINISHED runs.
 
@@ -305,12 +316,7 @@ def aggregate(recs: pd.DataFrame, metric: str = "test_accuracy") -> pd.DataFrame
     """
     sort_column, extra, ascending = _metric_column(metric)
     kept, _ = _split_duplicates(recs)
-    if extra and not kept.empty and extra not in kept:
-        # a metric of the contract that older runs lack (0.1 logged no test_log_loss)
-        raise UserError(
-            f"no evaluated train run has the metric {metric}: evaluate them again"
-            " (runs evaluated by an older version lack it), or choose another --metric"
-        )
+    check_metric(kept, metric)
     rows = [_summarise(g, extra) for _, g in kept.groupby(GROUP_KEYS, dropna=False)]
     columns = [c for c in TABLE_COLUMNS if c != "rank"]
     if extra:

@@ -61,6 +61,21 @@ def test_a_metric_no_run_has_is_one_error_line(fake_store):
         comparison.compare("compare-run", "test_log_loss")
 
 
+def test_a_metric_no_run_has_leaves_no_compare_run(fake_store, monkeypatch):
+    """The step checks the metric against the runs before its own run exists (it was left
+    FAILED)."""
+    from pipeline import cli
+    from pipeline.steps import compare as step
+
+    fake_store.snapshots = [frame(scored("r1", 0.9, 0.9))]
+    started = []
+    monkeypatch.setattr(tracking, "check_reachable", lambda: None)
+    monkeypatch.setattr(tracking, "step_run", lambda *a, **k: started.append(a))
+    with pytest.raises(UserError, match="no evaluated train run has the metric test_log_loss"):
+        step.main(cli.parse("compare", ["--metric", "test_log_loss"]))
+    assert started == []
+
+
 def test_two_compares_registering_one_run_at_once_leave_one_version(stores, monkeypatch):
     """Both searched before either registered: the later registration is deleted again, and
     the alias points at the one version of the run; once that run is deleted, a compare

@@ -485,3 +485,27 @@ def test_a_step_stopped_inside_code_run_from_source_exits_130_not_by_sigint(tmp_
     assert (stopped.returncode, stopped.stderr) == (130, "interrupted\n"), stopped.stderr
     # the interpreter's behaviour this guards against, still there without the guard
     assert probe("unfixed").returncode == -2
+
+
+def test_a_deleted_or_missing_experiment_is_one_error_line_and_no_run(stores, monkeypatch):
+    """MLflow refused a run in a deleted experiment, or a missing MLFLOW_EXPERIMENT_ID, with
+    a 40-line traceback and exit 1, in every step."""
+    import mlflow
+
+    from pipeline.errors import UserError
+    from pipeline.tracking import store
+
+    c = mlflow.MlflowClient(stores["MLFLOW_TRACKING_URI"])
+    gone = c.create_experiment("gone")
+    c.delete_experiment(gone)
+    done = run_step(["compare"], {**stores, "MLFLOW_EXPERIMENT_NAME": "gone"})
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith("error: experiment 'gone'") and "is deleted" in lines[0]
+    assert c.search_runs([gone], run_view_type=mlflow.entities.ViewType.ALL) == []
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "99999")
+    with pytest.raises(UserError, match="MLFLOW_EXPERIMENT_ID 99999: no such experiment"):
+        store.ensure_experiment()
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", gone)
+    with pytest.raises(UserError, match="is deleted"):
+        store.ensure_experiment()

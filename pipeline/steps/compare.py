@@ -15,10 +15,11 @@ def main(settings: CompareSettings) -> int:
 
     tracking.apply_defaults()
     tracking.check_reachable()
+    recs = comparison.records(settings.metric)  # a metric no run has: no compare run either
     with tracking.step_run(
         "compare", settings.params(), name="compare", config=settings.to_dict()
     ) as run_id:
-        result = comparison.compare(run_id, settings.metric)
+        result = comparison.compare(run_id, settings.metric, recs)
     lines = result.pop("lines")
     print("\n".join(lines))
     print(

@@ -182,24 +182,51 @@ def ensure_experiment() -> str:
 @functools.cache  # once per store and experiment and process: a study asks on every trial
 def _experiment(uri: str, experiment_id: str, name: str) -> str:
     with store_lock():
-        experiment_id = experiment_id or _find_or_create(name)
-        experiment = client().get_experiment(experiment_id)
+        experiment = _active(experiment_id) if experiment_id else _find_or_create(name)
+        experiment_id = experiment.experiment_id
         if experiment.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
             client().set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
     return experiment_id
 
 
-def _find_or_create(name: str) -> str:
+def _active(experiment_id: str):
+    """The experiment MLFLOW_EXPERIMENT_ID names; one line when it is missing or deleted."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        experiment = client().get_experiment(experiment_id)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise UserError(
+            f"MLFLOW_EXPERIMENT_ID {experiment_id}: no such experiment in {tracking_uri()}"
+        ) from None
+    return _not_deleted(experiment)
+
+
+def _not_deleted(experiment):
+    # runs cannot be created in a deleted experiment: MLflow said so in a 40-line traceback
+    if experiment.lifecycle_stage == "deleted":
+        raise UserError(
+            f"experiment {experiment.name!r} (id {experiment.experiment_id}) is deleted:"
+            f" restore it (`mlflow experiments restore --experiment-id"
+            f" {experiment.experiment_id}`) or choose another MLFLOW_EXPERIMENT_NAME"
+        )
+    return experiment
+
+
+def _find_or_create(name: str):
     found = client().get_experiment_by_name(name)
     if found is not None:
-        return found.experiment_id
+        return _not_deleted(found)
     location = None
     if sqlite_path() is not None:
         location = (config.mlruns_dir() / "artifacts").resolve().as_uri()
     try:
-        return client().create_experiment(name, artifact_location=location)
+        created = client().create_experiment(name, artifact_location=location)
     except Exception:  # another process (a server's other client) created it first
-        return client().get_experiment_by_name(name).experiment_id
+        return _not_deleted(client().get_experiment_by_name(name))
+    return client().get_experiment(created)
 
 
 # What "the code" is for reuse: the package and what decides how it runs. Docs, tests and
