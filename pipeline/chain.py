@@ -147,9 +147,13 @@ def study_workers(chain: Chain, job: profiles.Job) -> list[profiles.Job]:
 
 def concluded(run) -> bool:
     """A tune run `main` may reuse: its study was complete, and its best configuration was
-    retrained (tune.final_run_ids) unless it ran with final=false."""
+    retrained (tune.final_run_ids, none of them deleted since) unless it ran with
+    final=false. A deleted retrain's row left the leaderboard without a word."""
     tags = run.data.tags
-    retrained = run.data.params.get("final") == "false" or bool(tags.get("tune.final_run_ids"))
+    ids = [i for i in tags.get("tune.final_run_ids", "").split(",") if i]
+    retrained = run.data.params.get("final") == "false" or (
+        bool(ids) and all(tracking.is_active(i) for i in ids)
+    )
     return tags.get("tune.complete") == "true" and retrained
 
 

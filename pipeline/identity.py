@@ -47,6 +47,11 @@ def config_key(settings: TrainSettings) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+# shown in every label (the rest of the key's settings only where they are not defaults)
+LABEL_SHOWN = ("model", "options", "optimizer", "lr", "loss", "flip", "augment", "epochs")
+LABEL_SHOWN += ("batch_size", "subset")
+
+
 def label(settings: TrainSettings) -> str:
     """A one-line, human-readable configuration (the leaderboard's label)."""
     s = settings
@@ -55,10 +60,13 @@ def label(settings: TrainSettings) -> str:
     if s.is_sklearn:
         return f"{s.model}{options} | scikit-learn subset={subset}"
     aug = ",".join(("flip",) * s.flip + s.augment) or "none"
+    # every other setting of the key, where it is not at its default: two configurations
+    # differing only in patience or restore_best had one label
+    changed = s.non_defaults()
     extras = "".join(
-        f" {k}={s.params()[k]}"
-        for k in ("weight_decay", "schedule", "label_smoothing", "dropout")
-        if getattr(s, k) not in (0, 0.0, None, "none")
+        f" {leaf.name}={changed[leaf.name]}"
+        for leaf in TrainSettings.leaves()
+        if leaf.identity and leaf.name in changed and leaf.name not in LABEL_SHOWN
     )
     return (
         f"{s.model}{options} | {s.optimizer} lr={s.lr:g} loss={s.loss} aug={aug}{extras}"

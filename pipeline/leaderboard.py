@@ -258,10 +258,12 @@ def _summarise(group: pd.DataFrame, extra: str | None) -> dict:
     best = _best_run(group)
     label = best["config_label"]
     # retrains of a study's best configuration (fresh seeds: their validation accuracy is
-    # free of the selection) share its key with plain runs of it: tuned if any run is
+    # free of the selection) share its key with plain runs of it: tuned if any run is, and
+    # how many of its seeds are when not all
     tuned = group[group["tuned"] == "true"]
     if not tuned.empty:
-        label += f" (tuned, {tuned['tune_trials'].iloc[0] or '?'} trials)"
+        share = "" if len(tuned) == len(group) else f"{len(tuned)} of {len(group)} seeds "
+        label += f" ({share}tuned, {tuned['tune_trials'].iloc[0] or '?'} trials)"
     row = {"model": best["model"], "config_label": label, "n_seeds": len(group)}
     for name in (*SUMMARY_METRICS, *((extra,) if extra else ())):
         row[f"{name}_mean"] = _num(group, name).mean()

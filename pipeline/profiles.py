@@ -57,11 +57,19 @@ class Profile:
     compare: Job
 
 
+LISTED = ("train", "tune")  # sections that are lists of tables, [[train]]; the others, [prepare]
+
+
+def header(step: str) -> str:
+    """The step's section as the profile spells it (errors name it so)."""
+    return f"[[{step}]]" if step in LISTED else f"[{step}]"
+
+
 def entry(path: Path, step: str, params: dict) -> Job:
     try:
         settings = config.STEP_SETTINGS[step].from_params(params)
     except UserError as exc:
-        raise UserError(f"profile {path}, [{step}]: {exc}") from None
+        raise UserError(f"profile {path}, {header(step)}: {exc}") from None
     return Job(step, settings, tuple(params))
 
 
@@ -94,7 +102,7 @@ def check_shape(path: Path, raw: dict) -> None:
     for name in ("prepare", "compare"):
         if not isinstance(raw.get(name, {}), dict):
             raise UserError(f"profile {path}: {name} must be a table, [{name}]")
-    for name in ("train", "tune"):
+    for name in LISTED:
         entries = raw.get(name, [])
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise UserError(f"profile {path}: {name} must be a list of tables, [[{name}]]")
@@ -110,12 +118,12 @@ def check_jobs(path: Path, sections: dict[str, list[dict]], jobs: list[Job]) -> 
             given = sorted(set(params) & set(DATA_KEYS))
             if given:
                 raise UserError(
-                    f"profile {path}, [[{step}]]: {', '.join(given)} belong in [prepare] (main"
+                    f"profile {path}, {header(step)}: {', '.join(given)} belong in [prepare] (main"
                     " gives every job the prepared data)"
                 )
             if set(params) & set(RUN_KEYS):
                 raise UserError(
-                    f"profile {path}, [[{step}]]: resume continues one run by its id; a"
+                    f"profile {path}, {header(step)}: resume continues one run by its id; a"
                     " profile starts runs (main resumes its own killed runs by itself)"
                 )
     seen = set()

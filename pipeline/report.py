@@ -88,8 +88,9 @@ def _section_intro(section: Section, table: pd.DataFrame) -> str:
     text = (
         f"Ranked by the mean {metric} over seeds (mean ± sample std, ddof=1; {MISSING} for one"
         " seed). A row is one configuration trained by one code version (seeds of different"
-        " code are never averaged); its best run is chosen by validation accuracy. Tuned"
-        " rows are retrains of a study's best configuration on seeds no trial used."
+        " code are never averaged); its best run is chosen by validation accuracy. A tuned"
+        " row's runs are retrains of a study's best configuration on seeds no trial used"
+        ' ("k of n seeds tuned": the other seeds are plain runs of the same configuration).'
     )
     if not section.main:
         text = (

@@ -490,7 +490,8 @@ def test_a_row_with_a_tuned_retrain_among_its_seeds_says_so_whichever_seed_is_be
     }
     row = lb.aggregate(lb.records(frame(*plain, retrain))).iloc[0]
     assert row["best_run_id"] == "s1" and row["tuned"]
-    assert row["config_label"].endswith("(tuned, 3 trials)")
+    # ... and how many of its seeds are retrains: "tuned" alone said all three were
+    assert row["config_label"].endswith("(1 of 3 seeds tuned, 3 trials)")
 
 
 def test_validation_accuracy_is_the_logged_models_not_the_best_epochs():

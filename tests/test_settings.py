@@ -109,7 +109,10 @@ def test_reports_cpu_is_a_part_of_reports():
 def test_a_bad_profile_entry_names_the_profile(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[[train]]\nmodel = "mlp"\nepochs = 0\n')
-    with pytest.raises(UserError, match="bad.toml.*epochs"):
+    with pytest.raises(UserError, match=r"bad.toml, \[\[train\]\]: .*epochs"):
+        profiles.load(str(bad))  # the section as the profile spells it (it said [train])
+    bad.write_text('[compare]\nmetric = "magic"\n')
+    with pytest.raises(UserError, match=r"bad.toml, \[compare\]: .*metric"):
         profiles.load(str(bad))
     bad.write_text('[[train]]\nmodel = "mlp"\nlearning_rate = 0.1\n')
     with pytest.raises(UserError, match="learning_rate"):
@@ -195,6 +198,25 @@ def test_execution_settings_do_not_change_the_key():
         assert key(model="lenet5", **extra) == base, extra
     assert key(model="random_forest", options="n_jobs=1") == key(model="random_forest")
     assert key(model="lenet5", lr=0.01) != base
+
+
+# a value other than the default for every setting of the configuration key
+OTHER = {"model": "mlp", "options": "batchnorm=true", "epochs": "3", "batch_size": "64"}
+OTHER |= {"optimizer": "sgd", "lr": "0.01", "weight_decay": "0.1", "loss": "nll", "flip": "true"}
+OTHER |= {"augment": "shift", "schedule": "onecycle", "label_smoothing": "0.1", "dropout": "0.3"}
+OTHER |= {"patience": "2", "restore_best": "false", "subset": "500"}
+
+
+def test_each_setting_of_the_key_shows_in_the_label():
+    """One label per configuration: two differing only in patience or restore_best had the
+    same leaderboard label."""
+    assert set(OTHER) == {leaf.name for leaf in config.TrainSettings.leaves() if leaf.identity}
+    base = cli.parse("train", ["--model", "cnn2"])
+    for name, value in OTHER.items():
+        argv = ["--model", "cnn2", f"--{name}", value] if name != "model" else ["--model", value]
+        other = cli.parse("train", argv)
+        assert identity.config_key(other) != identity.config_key(base), name
+        assert identity.label(other) != identity.label(base), name
 
 
 def test_a_baseline_ignores_training_settings_it_does_not_use():

@@ -915,10 +915,13 @@ def test_the_first_trial_is_the_base_configuration_in_every_space():
     assert trial.augment == ("rotate",) and trial.batch_size == 32
 
 
-def test_main_reuses_a_tune_run_only_once_its_study_is_concluded():
+def test_main_reuses_a_tune_run_only_once_its_study_is_concluded(monkeypatch):
     from types import SimpleNamespace
 
+    from pipeline import tracking
     from pipeline.chain import concluded
+
+    monkeypatch.setattr(tracking, "is_active", lambda run_id: run_id != "deleted")
 
     def run(final: str, **tags: str):
         return SimpleNamespace(data=SimpleNamespace(params={"final": final}, tags=tags))
@@ -928,3 +931,26 @@ def test_main_reuses_a_tune_run_only_once_its_study_is_concluded():
     assert not concluded(run("true", **{"tune.complete": "true"}))  # the retrain failed
     assert not concluded(run("false", **{"tune.complete": "false"}))  # trials left to run
     assert not concluded(run("true", **{"tune.final_run_ids": "a"}))  # an older version's
+    # a retrain deleted since: the study is concluded again, which retrains it
+    assert not concluded(
+        run("true", **{"tune.complete": "true", "tune.final_run_ids": "a,deleted"})
+    )
+
+
+def test_a_deleted_retrain_is_retrained_again(monkeypatch):
+    """A conclusion found the best trial "retrained already" in runs deleted since, and
+    reported them: their row left the leaderboard without a word."""
+    from types import SimpleNamespace
+
+    from pipeline import cli, tracking
+    from pipeline.study import final
+
+    settings = cli.parse("tune", [*TINY, "--final_seeds", "1"])
+    attrs = {"final_run_ids": ["r1"], "final_best_trial": 0}
+    attrs |= {"final_epochs": settings.final_epochs, "final_seeds": final.final_seeds(settings)}
+    study = SimpleNamespace(user_attrs=attrs, best_trial=SimpleNamespace(number=0))
+    for stage, expected in (("active", ["r1"]), ("deleted", None)):
+        info = SimpleNamespace(status="FINISHED", lifecycle_stage=stage)
+        run = SimpleNamespace(info=info, data=SimpleNamespace(tags={"evaluated": "true"}))
+        monkeypatch.setattr(tracking, "get_run", lambda run_id, run=run: run)
+        assert final.retrained(study, settings) == expected, stage

@@ -40,7 +40,8 @@ def final_seeds(settings: TuneSettings) -> list[int]:
 
 def retrained(study, settings: TuneSettings) -> list[str] | None:
     """The retrain runs of the current best trial, when all of them finished evaluated with
-    this command's final_epochs and seeds (another final_epochs or final_seeds retrains)."""
+    this command's final_epochs and seeds (another final_epochs or final_seeds retrains)
+    and none was deleted since."""
     attrs = study.user_attrs
     ids = attrs.get("final_run_ids") or []
     asked = {
@@ -56,6 +57,8 @@ def retrained(study, settings: TuneSettings) -> list[str] | None:
         except Exception:
             return None
         if run.info.status != "FINISHED" or run.data.tags.get("evaluated") != "true":
+            return None
+        if run.info.lifecycle_stage != "active":
             return None
     return ids
 
