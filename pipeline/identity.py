@@ -104,7 +104,14 @@ def run_tags(settings: TrainSettings, manifest: dict) -> dict[str, str]:
 
 
 def train_run_name(settings: TrainSettings, tuned: bool = False) -> str:
-    return f"train {settings.model} seed={settings.seed}" + (" (tuned)" if tuned else "")
+    """`train lenet5 seed=1`; a subset run says so (a subset and a full run of one model and
+    seed had one name in the UI's run list)."""
+    subset = effective_subset(settings)
+    return (
+        f"train {settings.model} seed={settings.seed}"
+        + (f" subset={subset}" if subset else "")
+        + (" (tuned)" if tuned else "")
+    )
 
 
 def trial_run_name(number: int, model: str) -> str:

@@ -87,8 +87,11 @@ def test_runs_are_named_and_the_experiment_opens_on_them(tiny_sqlite):
     for run in tiny_sqlite.runs():
         assert not RANDOM_NAME.fullmatch(run.info.run_name), run.info.run_name
     for run in tiny_sqlite.steps("train"):
-        seed = run.data.params["seed"]
-        assert run.info.run_name.startswith(f"train {run.data.tags['model']} seed={seed}")
+        seed, subset = run.data.params["seed"], run.data.tags["train.subset"]
+        named = f"train {run.data.tags['model']} seed={seed}"
+        if subset != "0":  # a subset run says so
+            named += f" subset={subset}"
+        assert run.info.run_name.startswith(named)
     assert one_spelling_per_value(tiny_sqlite.runs()) == {}
     assert (
         json.loads(tiny_sqlite.stdout.strip().splitlines()[-1])["run_id"] == tiny_sqlite.main_run_id
