@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import config, data, identity, tracking
+from pipeline import config, data, files, identity, tracking
 from pipeline.config import TrainSettings
 from pipeline.errors import UserError
 
@@ -193,7 +193,11 @@ def fit_torch(job: Job, run_id: str, hook: EpochHook | None, log_model: bool) ->
         trainer.load_checkpoint(ckpt)
         relog_missing_epochs(run_id, trainer.state.history)
         print(f"resumed after epoch {trainer.state.epoch}", file=sys.stderr)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except engine.NonFiniteLoss:  # a resume would diverge again (it keeps lr): nothing to keep
+        files.discard(ckpt)
+        raise
     last = result.history["val_accuracy"][-1]
     summary = {
         "best_val_accuracy": result.best_val_accuracy,
@@ -215,7 +219,7 @@ def fit_torch(job: Job, run_id: str, hook: EpochHook | None, log_model: bool) ->
     tracking.log_text(models.model_summary(model), "model_summary.txt", run_id)
     if log_model:
         log_torch(job, run_id, model)
-    ckpt.unlink(missing_ok=True)  # the model is logged; checkpoints only serve resumes
+    files.discard(ckpt)  # the model is logged; checkpoints only serve resumes
     return summary
 
 

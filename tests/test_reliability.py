@@ -170,6 +170,8 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(
     one_error_line(run_step(["train", "--resume", killed_id], real_env), "checkpoint", "damaged")
     assert client(real_env).get_run(killed_id).info.status == "RUNNING"  # not reopened
     checkpoint.write_bytes(whole_checkpoint)
+    cut_short = checkpoint.with_name(f".{checkpoint.name}.99999.tmp")  # a write a kill cut short
+    cut_short.write_bytes(whole_checkpoint[:100])
     # a setting that differs from the run's own would be dropped: refused, the run untouched
     refused = run_step(["train", "--resume", killed_id, "--epochs", "9"], real_env)
     one_error_line(refused, f"resume continues run {killed_id}", "drop epochs")
@@ -177,7 +179,10 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(
     resumed = run_step(["train", "--resume", killed_id], real_env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"KILLED: {killed_id}" in resumed.stderr  # the dead process's run was closed first
-    assert client(real_env).get_run(killed_id).info.status == "FINISHED"
+    finished = client(real_env).get_run(killed_id)
+    assert finished.info.status == "FINISHED" and not cut_short.exists()
+    # the kill's error is history once the run goes on: a FINISHED run showed it as its error
+    assert "error" not in finished.data.tags and "killed?" in finished.data.tags["previous_error"]
     assert histories(real_env, killed_id) == histories(real_env, whole_id)
     # it resumed on the data it started on, named by digest, not prepared again as "auto"
     saved = client(real_env).download_artifacts(killed_id, "config.json", str(tmp_path))

@@ -512,3 +512,31 @@ def test_a_deleted_or_missing_experiment_is_one_error_line_and_no_run(stores, mo
     monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", gone)
     with pytest.raises(UserError, match="is deleted"):
         store.ensure_experiment()
+
+
+def test_a_run_stopped_while_logging_its_model_leaves_no_pending_model(stores):
+    """A model being logged when its run was stopped (a signal in the step, or a SIGKILL
+    whose run a later step closes) stayed PENDING in the Models tab, with no files."""
+    import mlflow
+    from mlflow.entities import LoggedModelStatus
+
+    from pipeline import tracking
+
+    def pending_model(run_id: str) -> str:
+        return mlflow.initialize_logged_model(name="model", source_run_id=run_id).model_id
+
+    mlflow.set_tracking_uri(stores["MLFLOW_TRACKING_URI"])
+    try:
+        store = mlflow.MlflowClient()
+        stopping = tracking.step_run("train", {}, name="train mlp seed=1")
+        with pytest.raises(KeyboardInterrupt), stopping as run_id:
+            stopped = pending_model(run_id)
+            raise KeyboardInterrupt
+        assert store.get_run(run_id).info.status == "KILLED"
+        assert store.get_logged_model(stopped).status == LoggedModelStatus.FAILED
+        left = store.create_run(tracking.ensure_experiment()).info.run_id  # a SIGKILLed one's
+        orphan = pending_model(left)
+        tracking.close_run(left, "KILLED")
+        assert store.get_logged_model(orphan).status == LoggedModelStatus.FAILED
+    finally:
+        mlflow.set_tracking_uri(None)

@@ -276,6 +276,53 @@ def test_train_never_opens_the_test_split(tiny_digest, stores, monkeypatch):
     assert run.data.tags["precision"] == engine.resolve_precision("auto", torch.device("cpu"))
 
 
+def test_a_diverged_run_keeps_no_checkpoint_and_is_not_offered_a_resume(
+    tiny_digest, stores, monkeypatch
+):
+    """A resume keeps lr, so a run whose loss became NaN would diverge again: its checkpoint
+    was kept (and evaluate offered `--resume`), as were the temp files of a write that a
+    kill had cut short."""
+    import mlflow
+
+    from pipeline import evaluation, fit
+    from pipeline.errors import UserError
+
+    original = engine.Trainer.train_epoch
+
+    def diverge_in_epoch_2(self):
+        if self.state.epoch == 1:  # epoch 1 is checkpointed by now
+            raise engine.NonFiniteLoss("training loss became nan in epoch 2; lower lr")
+        return original(self)
+
+    monkeypatch.setattr(engine.Trainer, "train_epoch", diverge_in_epoch_2)
+    cfg = config.TrainSettings(model="mlp", epochs=3, dataset=tiny_digest, batch_size=64)
+    started = []
+    monkeypatch.setattr(
+        engine.Trainer, "save_checkpoint", _noting(engine.Trainer.save_checkpoint, started)
+    )
+    with pytest.raises(UserError, match="lower lr"):
+        fit.run(fit.prepare(cfg))
+    (checkpoint,) = started  # the path epoch 1 was saved to, and a cut-short write beside it
+    assert not checkpoint.exists()
+    assert not list(checkpoint.parent.glob(f".{checkpoint.name}.*.tmp"))
+    run_id = checkpoint.stem
+    assert mlflow.MlflowClient().get_run(run_id).info.status == "FAILED"
+    with pytest.raises(UserError) as refused:
+        evaluation.check(run_id)
+    assert "resume" not in str(refused.value)
+
+
+def _noting(save, paths: list):
+    """save_checkpoint that notes its path and leaves a killed write's temp file beside it."""
+
+    def noted(self):
+        save(self)
+        paths.append(self.checkpoint_path)
+        self.checkpoint_path.with_name(f".{self.checkpoint_path.name}.99999.tmp").write_bytes(b"x")
+
+    return noted
+
+
 def _guard_np_load(original):
     def guarded(path, *args, **kwargs):
         if str(path).endswith("test.npz"):

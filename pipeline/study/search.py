@@ -23,7 +23,7 @@ import warnings
 
 import optuna
 
-from pipeline import config, fit, identity, interrupts, tracking
+from pipeline import config, files, fit, identity, interrupts, tracking
 from pipeline.config import TuneSettings
 from pipeline.errors import UserError
 from pipeline.study import space
@@ -292,7 +292,7 @@ def end_trial_run(run_id: str | None, state: str, error: BaseException | None = 
     tracking.set_tags(run_id, tags)
     if state == "FAIL":
         tracking.close_run(run_id, status)
-    config.checkpoint_path(run_id).unlink(missing_ok=True)  # pruned and failed trials leave one
+    files.discard(config.checkpoint_path(run_id))  # pruned and failed trials leave one
 
 
 def start_trial_run(trial, parent: str, model: str, run_tags: dict[str, str]) -> tuple[str, dict]:

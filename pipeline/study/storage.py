@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 
-from pipeline import config, tracking
+from pipeline import config, files, tracking
 from pipeline.errors import Unavailable, UserError
 from pipeline.values import redact
 
@@ -112,10 +112,8 @@ def close_and_retry(study, trial) -> None:
         tracking.set_tags(run_id, dead_worker_tags(trial))
     tracking.close_run(run_id, "FAILED")
     tracking.close_run(trial.user_attrs.get("mlflow_worker_run_id"), "KILLED")
-    if run_id:
-        config.checkpoint_path(run_id).unlink(
-            missing_ok=True
-        )  # when the dead worker shared mlruns/
+    if run_id:  # when the dead worker shared mlruns/ (it may have died inside a write)
+        files.discard(config.checkpoint_path(run_id))
     # the retry is a new trial with a run of its own: it must not inherit the dead run's id
     trial.user_attrs = {"retry_of_trial": trial.number}
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)

@@ -125,6 +125,9 @@ def step_run(
         # interrupt between the two left it RUNNING, so a signal waits until it is ended
         with interrupts.held():
             if active_id() != before:
+                if status != "FINISHED" and reachable:
+                    with contextlib.suppress(Exception):  # never hides why the run ended
+                        fail_pending_models(run.info.run_id)
                 end(status, reachable)
 
 
@@ -151,6 +154,10 @@ def _start(step, name, tags, run_id, system_metrics):
     )
     if run_id is not None:  # `mlflow run` names its runs adjective-animal-123; a resume
         mlflow.set_tags({"mlflow.runName": name, **process_tags()})  # has a new process
+        previous = run.data.tags.get("error")
+        if previous:  # why the last attempt ended: a run that goes on is no longer in error
+            mlflow.set_tag("previous_error", previous)
+            client().delete_tag(run_id, "error")
     return run
 
 
@@ -246,8 +253,21 @@ def close_run(run_id: str | None, status: str, tags: dict[str, str] | None = Non
         for key, value in (tags or {}).items():
             client().set_tag(run_id, key, value)
         client().set_terminated(run_id, status)
+        fail_pending_models(run_id)
     except Exception as exc:
         print(f"warning: could not close MLflow run {run_id}: {exc}", file=sys.stderr)
+
+
+def fail_pending_models(run_id: str) -> None:
+    """Mark FAILED the run's logged models still PENDING: a process stopped while logging
+    one left it in the Models tab for good, with no files behind it."""
+    from mlflow.entities import LoggedModelStatus
+
+    experiment = client().get_run(run_id).info.experiment_id
+    query = f"source_run_id = '{run_id}'"
+    for model in client().search_logged_models([experiment], filter_string=query):
+        if model.status == LoggedModelStatus.PENDING:
+            client().finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
 
 
 @log.timed()
