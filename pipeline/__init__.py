@@ -1,3 +1,3 @@
 """fashion-mnist-bench: a Fashion-MNIST benchmark pipeline tracked in MLflow and tuned with Optuna."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -37,6 +37,7 @@ def fake_store(monkeypatch):
     return state
 
 
+@pytest.mark.reliability
 def test_a_compare_that_ranked_a_stale_snapshot_does_not_leave_the_alias_on_it(fake_store):
     """Another compare saw a better run and set the alias while this one still ranked its
     older snapshot: this one looks again after setting the alias, and ranks again."""
@@ -76,6 +77,7 @@ def test_a_metric_no_run_has_leaves_no_compare_run(fake_store, monkeypatch):
     assert started == []
 
 
+@pytest.mark.reliability
 def test_two_compares_registering_one_run_at_once_leave_one_version(stores, monkeypatch):
     """Both searched before either registered: the later registration is deleted again, and
     the alias points at the one version of the run; once that run is deleted, a compare

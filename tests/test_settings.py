@@ -75,6 +75,7 @@ BAD = [
 ]
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("step, params, word", BAD, ids=[f"{s}-{w}" for s, _, w in BAD])
 def test_bad_values_are_one_clear_error(step, params, word):
     with pytest.raises(UserError, match=word):

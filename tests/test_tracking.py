@@ -222,6 +222,7 @@ def test_a_signal_is_held_until_the_deferred_block_ends(signals_installed):
     assert reached and signals_installed.received()
 
 
+@pytest.mark.reliability
 def test_a_signal_inside_a_database_call_is_raised_once_the_call_returns(stores, signals_installed):
     """A KeyboardInterrupt raised inside SQLAlchemy leaves its connection holding SQLite's
     lock while the exception lives: the write that ends the run then waits out the 20 s busy
@@ -328,6 +329,7 @@ def test_an_interrupt_turned_into_another_error_still_ends_the_run_killed(
         mlflow.set_tracking_uri(None)
 
 
+@pytest.mark.reliability
 def test_a_signal_while_the_run_is_ended_still_ends_it(stores, signals_installed, monkeypatch):
     """mlflow.end_run takes the run off its stack, then writes its end: a SIGTERM between
     the two left it RUNNING (1 in ~60 signals at random moments of a short step)."""
@@ -356,6 +358,7 @@ def test_a_signal_while_the_run_is_ended_still_ends_it(stores, signals_installed
         mlflow.set_tracking_uri(None)
 
 
+@pytest.mark.reliability
 def test_a_signal_while_optuna_tells_a_trial_stops_the_search_cleanly(
     signals_installed, monkeypatch
 ):
@@ -389,6 +392,7 @@ def test_a_signal_while_optuna_tells_a_trial_stops_the_search_cleanly(
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
 
 
+@pytest.mark.reliability
 def test_a_second_signal_while_a_trial_run_is_ended_still_ends_it(
     stores, signals_installed, monkeypatch
 ):
@@ -469,6 +473,7 @@ runpy.run_module("pipeline", run_name="__main__", alter_sys=True)
 """
 
 
+@pytest.mark.reliability
 def test_a_step_stopped_inside_code_run_from_source_exits_130_not_by_sigint(tmp_path):
     """CPython marks an interrupt that ends an `exec`/`eval` of source as unhandled even when
     it is caught; under `python -m` the process then died of SIGINT (-2, no traceback) after
@@ -514,6 +519,7 @@ def test_a_deleted_or_missing_experiment_is_one_error_line_and_no_run(stores, mo
         store.ensure_experiment()
 
 
+@pytest.mark.reliability
 def test_a_run_stopped_while_logging_its_model_leaves_no_pending_model(stores):
     """A model being logged when its run was stopped (a signal in the step, or a SIGKILL
     whose run a later step closes) stayed PENDING in the Models tab, with no files."""

@@ -276,6 +276,7 @@ def test_train_never_opens_the_test_split(tiny_digest, stores, monkeypatch):
     assert run.data.tags["precision"] == engine.resolve_precision("auto", torch.device("cpu"))
 
 
+@pytest.mark.reliability
 def test_a_diverged_run_keeps_no_checkpoint_and_is_not_offered_a_resume(
     tiny_digest, stores, monkeypatch
 ):

@@ -317,6 +317,7 @@ def postgres_url():
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.mark.reliability
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["postgresql", "journal"])
 def test_parallel_workers_share_one_study(kind, env, tmp_path, request):
@@ -369,6 +370,7 @@ def wait_for_running_trial(env, name: str, storage, worker: subprocess.Popen, ti
     raise AssertionError("no trial started in time")
 
 
+@pytest.mark.reliability
 @pytest.mark.slow
 def test_killed_worker_trial_is_failed_closed_and_retried(env):
     import optuna
