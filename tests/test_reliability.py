@@ -290,7 +290,9 @@ def test_sigterm_during_tune_fails_the_trial_and_kills_the_runs(real_env):
     assert proc.wait(timeout=120) != 0
     storage = f"sqlite:///{real_env['FMB_MLRUNS_DIR']}/optuna.db"
     trials = optuna.load_study(study_name="sigterm", storage=storage).trials
-    assert [t.state.name for t in trials] == ["FAIL"]
+    # the stopped trial is queued again with its parameters, for the same command to run
+    assert [t.state.name for t in trials] == ["FAIL", "WAITING"]
+    assert trials[1].params == trials[0].params and trials[1].system_attrs["failed_trial"] == 0
     assert client(real_env).get_run(trial_run.info.run_id).info.status == "KILLED"
     (tune_run,) = runs(real_env, "tags.`pipeline.step` = 'tune'")
     assert tune_run.info.status == "KILLED"

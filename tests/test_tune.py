@@ -411,7 +411,7 @@ def test_killed_worker_trial_is_failed_closed_and_retried(env):
 # --- in-process: what the search may read, and failing trials ---------------------------
 
 
-def test_search_never_opens_the_test_split_and_failed_trials_end_failed(env, monkeypatch):
+def test_search_never_opens_the_test_split_and_failed_trials_end_failed(env, monkeypatch, capsys):
     import mlflow
 
     from pipeline import cli, fit, study
@@ -464,6 +464,9 @@ def test_search_never_opens_the_test_split_and_failed_trials_end_failed(env, mon
     found = load_study("in-process", default_storage(env))
     assert [t.state.name for t in found.trials] == ["COMPLETE", "PRUNED", "FAIL", "PRUNED"]
     assert "final_run_ids" not in result and (result["n_trials"], result["n_pruned"]) == (3, 2)
+    # and says that nothing retrained it (two workers, one with final=false, both ended
+    # without a retrain and said nothing)
+    assert "best trial 0 is not retrained (final=false)" in capsys.readouterr().err
     assert result["default_trial_val_accuracy"] == found.trials[0].value  # the base config
     assert result["best_params"] == found.best_trial.params
     parent = client(env).get_run(result["parent_run_id"])
@@ -475,6 +478,47 @@ def test_search_never_opens_the_test_split_and_failed_trials_end_failed(env, mon
         env, "tags.`optuna.study` = 'in-process' and tags.`pipeline.step` = 'train'"
     )
     assert trains == []
+
+
+@pytest.mark.reliability
+def test_a_trial_stopped_by_a_signal_runs_again_with_its_parameters(env, monkeypatch):
+    """Ctrl-C in the default trial (trial 0) left it FAIL for good: the resumed study never
+    scored the base configuration, and Hyperband could prune it."""
+    import mlflow
+    import optuna
+
+    from pipeline import cli, fit, study
+    from pipeline.study import search, space
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(key, raising=False)
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    original = fit.run
+
+    def stopped_in_trial_0(job, **kwargs):
+        if kwargs.get("tags", {}).get("trial.number") == "0":
+            raise KeyboardInterrupt
+        return original(job, **kwargs)
+
+    argv = [*TINY, "--epochs", "1", "--n_trials", "2", "--pruner", "none", "--final", "false"]
+    settings = cli.parse("tune", [*argv, "--study_name", "stopped"])
+    monkeypatch.setattr(fit, "run", stopped_in_trial_0)
+    with pytest.raises(KeyboardInterrupt):
+        study.tune(settings)
+    monkeypatch.setattr(fit, "run", original)
+    found = load_study("stopped", default_storage(env))
+    assert [t.state.name for t in found.trials] == ["FAIL", "WAITING"]
+    retry = found.trials[1]
+    assert retry.params == space.defaults(settings) and search.is_default_trial(retry)
+    assert "mlflow_run_id" not in retry.user_attrs  # the retry gets a run of its own
+    result = study.tune(settings)  # the same command
+    found = load_study("stopped", default_storage(env))
+    assert [t.state.name for t in found.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert result["default_trial_val_accuracy"] == found.trials[1].value
+    assert not search.is_default_trial(found.trials[2])
+    assert optuna.trial.TrialState.WAITING not in {t.state for t in found.trials}
 
 
 # --- 5: bad input and help --------------------------------------------------------------

@@ -66,7 +66,11 @@ def conclude(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict
     finished = search.counted(study)
     if finished < settings.n_trials and not settings.timeout:
         if states & {"RUNNING", "WAITING"}:  # the worker that finishes the last one retrains
-            then = "other workers are running the rest"
+            then = (
+                "other workers are running the rest; the one that finishes the last trial"
+                " retrains the best, unless it runs with final=false (then run this command"
+                " again)"
+            )
         else:
             then = "run the same command again to continue"
         print(

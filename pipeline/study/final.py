@@ -250,5 +250,13 @@ def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict |
     if not (again and len(study.trials) in tracking.metric_steps(parent, "n_trials")):
         tracking.log_metrics(parent, metrics, step=len(study.trials))
     log_study(study, settings, parent)
+    if not settings.final and study.user_attrs.get("final_best_trial") != best.number:
+        # two workers, one with final=false, could both end without a retrain and exit 0
+        print(
+            f"study {study.study_name} is complete; its best trial {best.number} is not"
+            " retrained (final=false): run the same command with --final true to retrain"
+            " and evaluate it",
+            file=sys.stderr,
+        )
     final = {"final_run_ids": ids} if ids else {}
     return {**final, **result, "best_params": best.params}

@@ -27,7 +27,7 @@ from pipeline import config, files, fit, identity, interrupts, tracking
 from pipeline.config import TuneSettings
 from pipeline.errors import UserError
 from pipeline.study import space
-from pipeline.study.storage import fail_orphaned_trials, reason
+from pipeline.study.storage import fail_orphaned_trials, queue_again, reason
 
 PARENT_ATTR = "mlflow_parent_run_id"
 SETTINGS_ATTR = "settings"  # decided_by() of the tune that created the study
@@ -49,7 +49,7 @@ class OddTrialPruner(optuna.pruners.BasePruner):
 class KeepsDefaultTrial(optuna.pruners.HyperbandPruner):
     """Optuna's HyperbandPruner that never stops trial 0, the enqueued default configuration
     (open_study enqueues it when it creates the study, and Optuna numbers an enqueued trial
-    at once).
+    at once), nor a retry of it (is_default_trial).
 
     Hyperband still sees trial 0's values (it records them in its rungs), so the default is
     what the next trials at a rung are compared with, and a study always completes at least
@@ -68,7 +68,13 @@ class KeepsDefaultTrial(optuna.pruners.HyperbandPruner):
             self._try_initialization(None)
 
     def prune(self, study, trial) -> bool:
-        return super().prune(study, trial) and trial.number != 0
+        return super().prune(study, trial) and not is_default_trial(trial)
+
+
+def is_default_trial(trial) -> bool:
+    """Trial 0, the enqueued base configuration, or a retry of it (storage.queue_again:
+    a stopped or dead worker's trial runs again under a new number)."""
+    return trial.number == 0 or trial.system_attrs.get("failed_trial") == 0
 
 
 def hyperband(epochs: int) -> optuna.pruners.BasePruner:
@@ -337,6 +343,12 @@ def objective_for(study, settings: TuneSettings, parent: str, run_tags: dict[str
             raise
         except BaseException as exc:
             error = exc
+            if isinstance(exc, KeyboardInterrupt) or interrupts.received():
+                # a stopped trial is no verdict on its configuration: the same command runs
+                # it again (the default trial was lost for good, and the retrain was held
+                # against no baseline)
+                with interrupts.held():
+                    queue_again(study, study._storage.get_trial(trial._trial_id))
             raise
         finally:
             with interrupts.held():  # a second signal must not leave the trial's run RUNNING

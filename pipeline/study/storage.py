@@ -114,7 +114,14 @@ def close_and_retry(study, trial) -> None:
     tracking.close_run(trial.user_attrs.get("mlflow_worker_run_id"), "KILLED")
     if run_id:  # when the dead worker shared mlruns/ (it may have died inside a write)
         files.discard(config.checkpoint_path(run_id))
-    # the retry is a new trial with a run of its own: it must not inherit the dead run's id
+    queue_again(study, trial)
+
+
+def queue_again(study, trial) -> None:
+    """Queue a stopped trial's parameters again: a new WAITING trial, which the next `ask`
+    takes first (Optuna's retry callback; its system attributes, the default trial's
+    `fixed_params` among them, go with it). The retry runs in a run of its own: it must
+    not inherit the stopped trial's run ids."""
     trial.user_attrs = {"retry_of_trial": trial.number}
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, trial)
 
