@@ -198,6 +198,32 @@ def log_study(study, settings: TuneSettings, run_id: str) -> None:
     tracking.log_json(study.best_trial.params, "best_params.json", run_id)
 
 
+def log_outcome(study, settings: TuneSettings, parent: str, result: dict, again: bool) -> None:
+    """The study's summary metrics, plots and tables on the parent run. `again`: nothing was
+    retrained now (the summary may be on the parent already)."""
+    best = study.best_trial
+    metrics = {k: float(v) for k, v in result.items()}
+    # best_trial_val_accuracy is a curve over completed trials (search.best_so_far): its
+    # final value goes at the best trial's own step, where the curve has it already (a
+    # worker that ran no trial still logs it), never at a trial number that does not exist,
+    # and only once: a second point at that step drew the curve back to it in the UI
+    best_point = {"best_trial_val_accuracy": metrics.pop("best_trial_val_accuracy")}
+    if best.number not in tracking.metric_steps(parent, "best_trial_val_accuracy"):
+        tracking.log_metrics(parent, best_point, step=best.number)
+    # once per state of the study: a re-run that changed nothing added the same points again
+    if not (again and len(study.trials) in tracking.metric_steps(parent, "n_trials")):
+        tracking.log_metrics(parent, metrics, step=len(study.trials))
+    log_study(study, settings, parent)
+    if not settings.final and study.user_attrs.get("final_best_trial") != best.number:
+        # two workers, one with final=false, could both end without a retrain and exit 0
+        print(
+            f"study {study.study_name} is complete; its best trial {best.number} is not"
+            " retrained (final=false): run the same command with --final true to retrain"
+            " and evaluate it",
+            file=sys.stderr,
+        )
+
+
 def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict | None:
     """Conclude a complete study: retrain and evaluate its best configuration (once per best
     trial; not with final=false) and log the outcome, plots and tables on the parent run.
@@ -238,25 +264,6 @@ def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict |
         # retrain runs to evaluate from the tune run it started)
         for run_id in dict.fromkeys([parent, worker]):
             tracking.set_tags(run_id, {"tune.final_run_ids": ",".join(ids)})
-    metrics = {k: float(v) for k, v in result.items()}
-    # best_trial_val_accuracy is a curve over completed trials (search.best_so_far): its
-    # final value goes at the best trial's own step, where the curve has it already (a
-    # worker that ran no trial still logs it), never at a trial number that does not exist,
-    # and only once: a second point at that step drew the curve back to it in the UI
-    best_point = {"best_trial_val_accuracy": metrics.pop("best_trial_val_accuracy")}
-    if best.number not in tracking.metric_steps(parent, "best_trial_val_accuracy"):
-        tracking.log_metrics(parent, best_point, step=best.number)
-    # once per state of the study: a re-run that changed nothing added the same points again
-    if not (again and len(study.trials) in tracking.metric_steps(parent, "n_trials")):
-        tracking.log_metrics(parent, metrics, step=len(study.trials))
-    log_study(study, settings, parent)
-    if not settings.final and study.user_attrs.get("final_best_trial") != best.number:
-        # two workers, one with final=false, could both end without a retrain and exit 0
-        print(
-            f"study {study.study_name} is complete; its best trial {best.number} is not"
-            " retrained (final=false): run the same command with --final true to retrain"
-            " and evaluate it",
-            file=sys.stderr,
-        )
+    log_outcome(study, settings, parent, result, again)
     final = {"final_run_ids": ids} if ids else {}
     return {**final, **result, "best_params": best.params}
