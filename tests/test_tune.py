@@ -426,6 +426,7 @@ def test_search_never_opens_the_test_split_and_failed_trials_end_failed(env, mon
         raise AssertionError("the search opened the test split")
 
     original_load, original_run = np.load, fit.run
+    original_test_split = data.load_test_split
 
     def guarded_load(path, *args, **kwargs):
         assert not str(path).endswith("test.npz"), f"the search read {path}"
@@ -478,6 +479,15 @@ def test_search_never_opens_the_test_split_and_failed_trials_end_failed(env, mon
         env, "tags.`optuna.study` = 'in-process' and tags.`pipeline.step` = 'train'"
     )
     assert trains == []
+    # the retrain that follows (as main's does after its final=false workers on Ray) adds
+    # its final_* values, and the summary's points only once
+    monkeypatch.setattr(data, "load_test_split", original_test_split)
+    monkeypatch.setattr(np, "load", original_load)
+    final = ["--final", "true", "--final_seeds", "1", "--final_epochs", "1"]
+    retrain = study.tune(cli.parse("tune", [*argv[:-2], *final, "--study_name", "in-process"]))
+    assert len(retrain["final_run_ids"]) == 1
+    for key in ("n_trials", "n_pruned", "final_val_accuracy"):
+        assert len(client(env).get_metric_history(result["parent_run_id"], key)) == 1, key
 
 
 @pytest.mark.reliability

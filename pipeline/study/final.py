@@ -198,9 +198,8 @@ def log_study(study, settings: TuneSettings, run_id: str) -> None:
     tracking.log_json(study.best_trial.params, "best_params.json", run_id)
 
 
-def log_outcome(study, settings: TuneSettings, parent: str, result: dict, again: bool) -> None:
-    """The study's summary metrics, plots and tables on the parent run. `again`: nothing was
-    retrained now (the summary may be on the parent already)."""
+def log_outcome(study, settings: TuneSettings, parent: str, result: dict) -> None:
+    """The study's summary metrics, plots and tables on the parent run."""
     best = study.best_trial
     metrics = {k: float(v) for k, v in result.items()}
     # best_trial_val_accuracy is a curve over completed trials (search.best_so_far): its
@@ -210,9 +209,12 @@ def log_outcome(study, settings: TuneSettings, parent: str, result: dict, again:
     best_point = {"best_trial_val_accuracy": metrics.pop("best_trial_val_accuracy")}
     if best.number not in tracking.metric_steps(parent, "best_trial_val_accuracy"):
         tracking.log_metrics(parent, best_point, step=best.number)
-    # once per state of the study: a re-run that changed nothing added the same points again
-    if not (again and len(study.trials) in tracking.metric_steps(parent, "n_trials")):
-        tracking.log_metrics(parent, metrics, step=len(study.trials))
+    # each point once: a re-run that changed nothing added the same points again, and so
+    # would the retrain that follows a summary by final=false workers (main on Ray)
+    step = len(study.trials)
+    fresh = {k: v for k, v in metrics.items() if (step, v) not in tracking.metric_points(parent, k)}
+    if fresh:
+        tracking.log_metrics(parent, fresh, step=step)
     log_study(study, settings, parent)
     if not settings.final and study.user_attrs.get("final_best_trial") != best.number:
         # two workers, one with final=false, could both end without a retrain and exit 0
@@ -251,7 +253,6 @@ def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict |
         return None
     try:  # checked under the lock: another worker may have just retrained it
         ids = retrained(study, settings) if settings.final else None
-        again = ids is not None or not settings.final  # nothing new to log but plots
         if ids:
             print(f"best trial {best.number} was retrained already: runs {ids}", file=sys.stderr)
         elif settings.final:
@@ -264,6 +265,6 @@ def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict |
         # retrain runs to evaluate from the tune run it started)
         for run_id in dict.fromkeys([parent, worker]):
             tracking.set_tags(run_id, {"tune.final_run_ids": ",".join(ids)})
-    log_outcome(study, settings, parent, result, again)
+    log_outcome(study, settings, parent, result)
     final = {"final_run_ids": ids} if ids else {}
     return {**final, **result, "best_params": best.params}

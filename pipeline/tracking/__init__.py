@@ -19,6 +19,7 @@ from pipeline.tracking.log import (
     log_params,
     log_table,
     log_text,
+    metric_points,
     metric_steps,
 )
 from pipeline.tracking.models import (
@@ -95,6 +96,7 @@ __all__ = [
     "log_table",
     "log_text",
     "log_torch_model",
+    "metric_points",
     "metric_steps",
     "pipeline_lock",
     "project_child_run",

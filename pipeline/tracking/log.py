@@ -98,6 +98,11 @@ def metric_steps(run_id: str, key: str) -> set[int]:
     return {m.step for m in client().get_metric_history(run_id, key)}
 
 
+def metric_points(run_id: str, key: str) -> set[tuple[int, float]]:
+    """The (step, value) points the run already has for `key`."""
+    return {(m.step, m.value) for m in client().get_metric_history(run_id, key)}
+
+
 def log_params(run_id: str, params: dict[str, str]) -> None:
     """Log the parameters the run does not have yet: `mlflow run` has logged its -P values
     already, and logging one again with another value is an error."""
