@@ -145,12 +145,17 @@ def study_workers(chain: Chain, job: profiles.Job) -> list[profiles.Job]:
     return [job.with_params(final=False)] * chain.executor.workers
 
 
+def retrain_ids(tags: dict[str, str]) -> list[str]:
+    """The retrain runs a tune run names (tag tune.final_run_ids, comma-separated)."""
+    return [i for i in tags.get("tune.final_run_ids", "").split(",") if i]
+
+
 def concluded(run) -> bool:
     """A tune run `main` may reuse: its study was complete, and its best configuration was
     retrained (tune.final_run_ids, none of them deleted since) unless it ran with
     final=false. A deleted retrain's row left the leaderboard without a word."""
     tags = run.data.tags
-    ids = [i for i in tags.get("tune.final_run_ids", "").split(",") if i]
+    ids = retrain_ids(tags)
     retrained = run.data.params.get("final") == "false" or (
         bool(ids) and all(tracking.is_active(i) for i in ids)
     )
@@ -169,7 +174,7 @@ def tune_all(chain: Chain, jobs: list[profiles.Job]) -> list[str]:
             ids = chain.run_all([job], reuse=chain.ran == ran, usable=concluded)
         for run_id in ids:
             tags = tracking.get_run(run_id).data.tags if run_id else {}
-            final += [i for i in tags.get("tune.final_run_ids", "").split(",") if i]
+            final += retrain_ids(tags)
     return final
 
 

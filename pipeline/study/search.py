@@ -343,7 +343,7 @@ def objective_for(study, settings: TuneSettings, parent: str, run_tags: dict[str
             raise
         except BaseException as exc:
             error = exc
-            if isinstance(exc, KeyboardInterrupt) or interrupts.received():
+            if tracking.run_status(exc) == "KILLED":  # Ctrl-C or SIGTERM, as runs record it
                 # a stopped trial is no verdict on its configuration: the same command runs
                 # it again (the default trial was lost for good, and the retrain was held
                 # against no baseline)

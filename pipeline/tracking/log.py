@@ -95,7 +95,7 @@ def changed_metrics(run_id: str, values: dict[str, float]) -> dict[str, float]:
 
 def metric_steps(run_id: str, key: str) -> set[int]:
     """The steps at which the run already has `key` (what a resume must not log again)."""
-    return {m.step for m in client().get_metric_history(run_id, key)}
+    return {step for step, _ in metric_points(run_id, key)}
 
 
 def metric_points(run_id: str, key: str) -> set[tuple[int, float]]:

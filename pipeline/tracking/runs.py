@@ -127,7 +127,7 @@ def step_run(
             if active_id() != before:
                 if status != "FINISHED" and reachable:
                     with contextlib.suppress(Exception):  # never hides why the run ended
-                        fail_pending_models(run.info.run_id)
+                        fail_pending_models(run.info.run_id, run.info.experiment_id)
                 end(status, reachable)
 
 
@@ -248,22 +248,22 @@ def close_run(run_id: str | None, status: str, tags: dict[str, str] | None = Non
     if not run_id:
         return
     try:
-        if client().get_run(run_id).info.status != "RUNNING":
+        run = client().get_run(run_id)
+        if run.info.status != "RUNNING":
             return
         for key, value in (tags or {}).items():
             client().set_tag(run_id, key, value)
         client().set_terminated(run_id, status)
-        fail_pending_models(run_id)
+        fail_pending_models(run_id, run.info.experiment_id)
     except Exception as exc:
         print(f"warning: could not close MLflow run {run_id}: {exc}", file=sys.stderr)
 
 
-def fail_pending_models(run_id: str) -> None:
+def fail_pending_models(run_id: str, experiment: str) -> None:
     """Mark FAILED the run's logged models still PENDING: a process stopped while logging
     one left it in the Models tab for good, with no files behind it."""
     from mlflow.entities import LoggedModelStatus
 
-    experiment = client().get_run(run_id).info.experiment_id
     query = f"source_run_id = '{run_id}'"
     for model in client().search_logged_models([experiment], filter_string=query):
         if model.status == LoggedModelStatus.PENDING:
