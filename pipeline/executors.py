@@ -99,6 +99,12 @@ class Local:
                 out.append(Outcome(job.run_id, str(exc)))
         return out
 
+    def check_device(self, name: str) -> None:
+        """A job's `device` this machine cannot give: ValueError now, not in its child run."""
+        from pipeline import engine
+
+        engine.select_device(name)
+
     def close(self) -> None:
         pass
 
@@ -177,6 +183,14 @@ class Ray(Local):
     def bind(self, experiment_id: str, main_run_id: str) -> None:
         super().bind(experiment_id, main_run_id)
         self.env = job_env()
+
+    def check_device(self, name: str) -> None:
+        """The tasks run on the cluster's nodes, not here: cuda needs GPUs in the cluster
+        (mps is left to the task, whose node Ray picks)."""
+        if name == "cuda" and not self.gpus:
+            raise ValueError(
+                "device=cuda but the Ray cluster offers no GPU; use device=auto or cpu"
+            )
 
     def options(self, job: Launch) -> dict:
         """Resources: a GPU share for a torch job where there are GPUs, else one core and

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -165,6 +166,32 @@ def test_main_refuses_a_profile_model_option_before_any_run(tmp_path):
         bad.write_text(body)
         with pytest.raises(UserError, match=f"bad.toml, \\[\\[.*{message}"):
             main.check_models(profiles.load(str(bad)))
+
+
+def test_main_refuses_a_device_its_executor_cannot_give_before_any_run(
+    stores, tmp_path, monkeypatch
+):
+    """It ran prepare and every other job first, then failed that job's child run."""
+    import torch
+
+    from pipeline import executors
+    from pipeline.steps import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU machine
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[train]]\nmodel = "mlp"\n\n[[tune]]\nmodel = "mlp"\ndevice = "cuda"\n')
+    settings = config.MainSettings.from_params({"profile": str(bad)})
+    with pytest.raises(UserError, match=r"bad.toml, \[\[tune\]\]: device=cuda but no CUDA GPU"):
+        main.main(settings)
+    assert not (Path(stores["FMB_MLRUNS_DIR"]) / "mlflow.db").exists()  # before any run
+    ray = object.__new__(executors.Ray)  # the cluster's GPUs decide, not this machine's
+    ray.gpus = 0.0
+    with pytest.raises(ValueError, match="the Ray cluster offers no GPU"):
+        ray.check_device("cuda")
+    ray.gpus = 2.0
+    ray.check_device("cuda")
+    for name in ("auto", "cpu"):
+        executors.Local(settings).check_device(name)
 
 
 def test_an_env_manager_that_is_not_installed_is_refused_up_front(tmp_path, monkeypatch):

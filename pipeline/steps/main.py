@@ -59,6 +59,19 @@ def check_models(profile) -> None:
             raise UserError(f"profile {profile.path}, [[{job.entry}]]: {exc}") from None
 
 
+def check_devices(profile, executor) -> None:
+    """A job's device that its executor cannot give fails now: otherwise main runs prepare and
+    the other jobs first, and that job's child run fails after them."""
+    from pipeline.errors import UserError
+
+    for job in (*profile.train, *profile.tune):
+        s = job.settings if job.entry == "train" else job.settings.base
+        try:
+            executor.check_device(s.device)
+        except ValueError as exc:
+            raise UserError(f"profile {profile.path}, [[{job.entry}]]: {exc}") from None
+
+
 def main(settings: MainSettings) -> int:
     from pipeline import profiles
 
@@ -70,6 +83,7 @@ def main(settings: MainSettings) -> int:
     tracking.check_reachable()
     executor = executors.EXECUTORS[settings.executor](settings)  # Ray checked before any run
     try:
+        check_devices(profile, executor)
         with tracking.pipeline_lock():  # a second pipeline on this store fails: "store busy"
             return run(settings, profile, executor)
     finally:
