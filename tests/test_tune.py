@@ -523,12 +523,21 @@ def test_a_trial_stopped_by_a_signal_runs_again_with_its_parameters(env, monkeyp
     retry = found.trials[1]
     assert retry.params == space.defaults(settings) and search.is_default_trial(retry)
     assert "mlflow_run_id" not in retry.user_attrs  # the retry gets a run of its own
+    parent = found.user_attrs[search.PARENT_ATTR]
+    assert mlflow.get_run(parent).info.status == "KILLED"
     result = study.tune(settings)  # the same command
     found = load_study("stopped", default_storage(env))
     assert [t.state.name for t in found.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
     assert result["default_trial_val_accuracy"] == found.trials[1].value
     assert not search.is_default_trial(found.trials[2])
     assert optuna.trial.TrialState.WAITING not in {t.state for t in found.trials}
+    # the study's parent run, which the Ctrl-C killed, ends FINISHED once the re-run (a
+    # worker of it) concluded the study; it showed the concluded study as KILLED
+    assert result["parent_run_id"] == parent != result["run_id"]
+    run = mlflow.get_run(parent)
+    assert run.info.status == "FINISHED", run.info.status
+    assert run.data.tags["tune.concluded_by"] == result["run_id"]
+    assert run.data.metrics["n_trials"] == 2
 
 
 # --- 5: bad input and help --------------------------------------------------------------

@@ -266,5 +266,8 @@ def finish(study, settings: TuneSettings, parent: str, run_tags: dict) -> dict |
         for run_id in dict.fromkeys([parent, worker]):
             tracking.set_tags(run_id, {"tune.final_run_ids": ",".join(ids)})
     log_outcome(study, settings, parent, result)
+    # a parent killed (Ctrl-C) or failed before the study was complete showed the concluded
+    # study as KILLED in the UI: its study is done, by this worker's re-run
+    tracking.finish_continued(parent, {"tune.concluded_by": worker})
     final = {"final_run_ids": ids} if ids else {}
     return {**final, **result, "best_params": best.params}

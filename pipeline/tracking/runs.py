@@ -154,11 +154,17 @@ def _start(step, name, tags, run_id, system_metrics):
     )
     if run_id is not None:  # `mlflow run` names its runs adjective-animal-123; a resume
         mlflow.set_tags({"mlflow.runName": name, **process_tags()})  # has a new process
-        previous = run.data.tags.get("error")
-        if previous:  # why the last attempt ended: a run that goes on is no longer in error
-            mlflow.set_tag("previous_error", previous)
-            client().delete_tag(run_id, "error")
+        error_to_previous(run)
     return run
+
+
+def error_to_previous(run) -> None:
+    """A run that goes on, or whose work was completed, is no longer in error: its `error`
+    tag (why the last attempt ended) becomes `previous_error`."""
+    previous = run.data.tags.get("error")
+    if previous:
+        client().set_tag(run.info.run_id, "previous_error", previous)
+        client().delete_tag(run.info.run_id, "error")
 
 
 def server_gone(exc: BaseException) -> bool:
@@ -257,6 +263,20 @@ def close_run(run_id: str | None, status: str, tags: dict[str, str] | None = Non
         fail_pending_models(run_id, run.info.experiment_id)
     except Exception as exc:
         print(f"warning: could not close MLflow run {run_id}: {exc}", file=sys.stderr)
+
+
+@log.timed()
+def finish_continued(run_id: str, tags: dict[str, str]) -> None:
+    """End FINISHED a run that ended KILLED or FAILED and whose work another run has since
+    completed (a study's parent run, once a re-run of the tune concluded the study); `tags`
+    name that run. A run still RUNNING, or FINISHED, is left as it is."""
+    run = client().get_run(run_id)
+    if run.info.status not in ("KILLED", "FAILED"):
+        return
+    error_to_previous(run)
+    for key, value in tags.items():
+        client().set_tag(run_id, key, value)
+    client().set_terminated(run_id, "FINISHED")
 
 
 def fail_pending_models(run_id: str, experiment: str) -> None:
