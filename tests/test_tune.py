@@ -538,6 +538,28 @@ def test_a_trial_stopped_by_a_signal_runs_again_with_its_parameters(env, monkeyp
     assert run.info.status == "FINISHED", run.info.status
     assert run.data.tags["tune.concluded_by"] == result["run_id"]
     assert run.data.metrics["n_trials"] == 2
+    assert not result["timed_out"] and "tune.timed_out" not in run.data.tags
+
+
+def test_a_timeout_ends_the_search_retrains_the_best_so_far_and_says_so(env, monkeypatch):
+    """`timeout` stops the worker before n_trials; the study counts as complete (its best
+    trial so far is retrained) and the run says it was cut short (no tag told it before)."""
+    import mlflow
+
+    from pipeline import cli, study
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(key, raising=False)
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    argv = [*TINY, "--epochs", "1", "--n_trials", "50", "--timeout", "2", "--pruner", "none"]
+    settings = cli.parse("tune", [*argv, "--final_seeds", "1", "--study_name", "timed"])
+    result = study.tune(settings)
+    assert result["timed_out"] and 1 <= result["n_trials"] < 50, result
+    assert len(result["final_run_ids"]) == 1  # the best so far, retrained
+    tags = mlflow.get_run(result["run_id"]).data.tags
+    assert tags["tune.timed_out"] == "true" and tags["tune.complete"] == "true"
 
 
 # --- 5: bad input and help --------------------------------------------------------------

@@ -108,12 +108,15 @@ def tune(settings: TuneSettings) -> dict:
         tracking.set_tags(own, tags)
         tracking.log_json(space.describe(settings), "search_space.json", own)
         run_tags = child_tags(name, digest, own)
-        search.search(study, settings, parent, run_tags)
+        timed_out = search.search(study, settings, parent, run_tags)
         outcome = conclude(study, settings, parent, run_tags)
         # `main` reuses a tune run only when its study was complete (and retrained, unless
         # final=false): a run that left trials to do is run again, and resumes the study
         done = search.counted(study) >= settings.n_trials or bool(settings.timeout)
-        tracking.set_tags(own, {"tune.complete": str(done).lower()})
+        ended = {"tune.complete": str(done).lower()}
+        if timed_out:  # the UI tells a study cut short by `timeout` from a full one
+            ended["tune.timed_out"] = "true"
+        tracking.set_tags(own, ended)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     return {
         "run_id": own,
@@ -122,6 +125,7 @@ def tune(settings: TuneSettings) -> dict:
         "n_trials": search.counted(study),  # finished (complete or pruned) trials
         "best_val_accuracy": study.best_value if complete else None,
         "seconds": round(time.time() - started, 1),
+        "timed_out": timed_out,
         "dashboard": f"optuna-dashboard {storage.dashboard_arg(settings.storage)}",
         "dashboard_url": DASHBOARD_URL.format(study_id),
         **(outcome or {}),

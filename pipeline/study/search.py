@@ -374,8 +374,9 @@ def stop_if_signalled(study, trial) -> None:
         raise KeyboardInterrupt
 
 
-def search(study, settings: TuneSettings, parent: str, run_tags: dict[str, str]) -> None:
-    """Run trials until the study holds n_trials finished ones (or the timeout)."""
+def search(study, settings: TuneSettings, parent: str, run_tags: dict[str, str]) -> bool:
+    """Run trials until the study holds n_trials finished ones (or the timeout); True when
+    the timeout stopped this worker first."""
     fail_orphaned_trials(study)  # a killed worker's trial, where no heartbeat failed it
     finished = counted(study)
     remaining = settings.n_trials - finished
@@ -385,7 +386,8 @@ def search(study, settings: TuneSettings, parent: str, run_tags: dict[str, str])
             f" (n_trials={settings.n_trials})",
             file=sys.stderr,
         )
-        return
+        return False
+    started = time.monotonic()
     quiet, logger = QuietSurplus(), logging.getLogger("optuna.study._optimize")
     logger.addFilter(quiet)
     objective = objective_for(study, settings, parent, run_tags)
@@ -413,3 +415,6 @@ def search(study, settings: TuneSettings, parent: str, run_tags: dict[str, str])
             )
     finally:
         logger.removeFilter(quiet)
+    # Optuna starts no trial once the timeout has passed: that, not the cap, ended it
+    late = bool(settings.timeout) and time.monotonic() - started >= settings.timeout
+    return late and counted(study) < settings.n_trials
