@@ -403,7 +403,15 @@ def test_killed_worker_trial_is_failed_closed_and_retried(env):
     dead = client(env).get_run(run_id)
     # FAILED by the heartbeat check, or KILLED when the next step found its process gone
     assert dead.info.status in ("FAILED", "KILLED") and dead.data.tags["trial.state"] == "FAIL"
-    assert client(env).get_run(worker_run).info.status == "KILLED"
+    # the killed worker created the study, so its run is the study's parent: closed KILLED
+    # when its process was found gone, then FINISHED once the later worker concluded it
+    parent = client(env).get_run(worker_run)
+    assert study.user_attrs["mlflow_parent_run_id"] == worker_run
+    assert parent.info.status == "FINISHED", parent.info.status
+    assert parent.data.tags["previous_status"] == "KILLED"
+    assert (
+        parent.data.tags["tune.concluded_by"] == json.loads(later.stdout.splitlines()[-1])["run_id"]
+    )
     assert len(finished(study)) == n_trials
     check_trial_runs(env, study)
 
@@ -537,6 +545,7 @@ def test_a_trial_stopped_by_a_signal_runs_again_with_its_parameters(env, monkeyp
     run = mlflow.get_run(parent)
     assert run.info.status == "FINISHED", run.info.status
     assert run.data.tags["tune.concluded_by"] == result["run_id"]
+    assert run.data.tags["previous_status"] == "KILLED"
     assert run.data.metrics["n_trials"] == 2
     assert not result["timed_out"] and "tune.timed_out" not in run.data.tags
 
@@ -795,7 +804,7 @@ def test_a_worker_that_finds_the_retrain_lock_taken_does_not_retrain(tmp_path, m
     monkeypatch.setattr(final, "retrain_best", retrain_best)
     monkeypatch.setattr(final, "final_values", lambda ids: {})
     monkeypatch.setattr(final, "retrained", lambda study, settings: None)
-    for name in ("set_tags", "log_metrics"):
+    for name in ("set_tags", "log_metrics", "finish_continued"):
         monkeypatch.setattr(tracking, name, lambda *a, **k: None)
     monkeypatch.setattr(final, "log_study", lambda *a: None)
     study = optuna.create_study(

@@ -269,12 +269,13 @@ def close_run(run_id: str | None, status: str, tags: dict[str, str] | None = Non
 def finish_continued(run_id: str, tags: dict[str, str]) -> None:
     """End FINISHED a run that ended KILLED or FAILED and whose work another run has since
     completed (a study's parent run, once a re-run of the tune concluded the study); `tags`
-    name that run. A run still RUNNING, or FINISHED, is left as it is."""
+    name that run, `previous_status` keeps how it ended. A run still RUNNING, or FINISHED,
+    is left as it is."""
     run = client().get_run(run_id)
     if run.info.status not in ("KILLED", "FAILED"):
         return
     error_to_previous(run)
-    for key, value in tags.items():
+    for key, value in {**tags, "previous_status": run.info.status}.items():
         client().set_tag(run_id, key, value)
     client().set_terminated(run_id, "FINISHED")
 
