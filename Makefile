@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 PROFILE ?= quick
 PORT ?= 5000
 DASHBOARD_PORT ?= 8080
+SERVE_PORT ?= 5001
 # Test processes side by side (pytest-xdist): most tests wait on process starts and servers.
 TEST_WORKERS ?= 2
 
@@ -21,7 +22,7 @@ export MLFLOW_HTTP_REQUEST_MAX_RETRIES ?= 2
 export MLFLOW_HTTP_REQUEST_TIMEOUT ?= 20
 export MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR ?= 1
 
-.PHONY: setup run test lint format bench ui server dashboard mlproject screenshots clean-venv
+.PHONY: setup run test lint format bench ui server serve dashboard mlproject screenshots clean-venv
 
 setup: $(BIN)/.installed
 
@@ -66,6 +67,14 @@ ui: setup
 # MLflow's basic auth (needs MLFLOW_AUTH_ADMIN_PASSWORD in the environment).
 server: setup
 	$(BIN)/python tools/server.py --port $(PORT) $(if $(AUTH),--auth,)
+
+# MLflow's scoring server for a registered model (default: the champion of `make run`):
+# POST {"inputs": float32 images (N, 1, 28, 28), raw pixels 0..255} to /invocations for
+# (N, 10) class probabilities. The server starts uvicorn by name: .venv/bin goes on PATH.
+MODEL ?= models:/fashion-mnist-classifier@champion
+serve: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local \
+	  --host 127.0.0.1 --port $(SERVE_PORT)
 
 # optuna-dashboard is an extra: `make run` never needs it.
 $(BIN)/.dashboard: $(BIN)/.installed

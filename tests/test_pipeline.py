@@ -445,6 +445,49 @@ def test_a_second_identical_run_reuses_every_finished_step(tiny_sqlite, tmp_path
     check_champion(tiny_sqlite)  # the same runs: the same champion
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_the_champion_served_over_http_predicts_as_in_process(tiny_sqlite, tmp_path):
+    """`make serve`: MLflow's scoring server on `models:/...@champion` answers /invocations
+    with the probabilities the registered model gives in process (its signature: float32
+    (N, 1, 28, 28) raw pixels)."""
+    import json
+
+    import mlflow
+
+    uri = f"models:/{config.REGISTERED_MODEL}@{config.CHAMPION_ALIAS}"
+    port, log = free_port(), tmp_path / "serve.log"
+    # the server starts uvicorn by name, as `make serve` allows with .venv/bin on PATH
+    path = f"{Path(MLFLOW).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    argv = [MLFLOW, "models", "serve", "-m", uri, "--env-manager", "local"]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            argv,
+            env=clean_env({**tiny_sqlite.env, "PATH": path}),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # uvicorn's worker goes with it
+        )
+    images = np.random.default_rng(0).integers(0, 256, (6, 1, 28, 28)).astype(np.float32)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, log)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": images.tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            served = np.array(json.loads(response.read())["predictions"])
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    mlflow.set_tracking_uri(tiny_sqlite.uri)  # reset after the test (conftest)
+    local = np.asarray(mlflow.pyfunc.load_model(uri).predict(images))
+    assert served.shape == (6, 10) and np.allclose(served.sum(axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(served, local, rtol=1e-5, atol=1e-6)
+
+
 # --- a real tracking server -----------------------------------------------------------------
 
 
