@@ -9,6 +9,7 @@ those plus random erasing.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,12 +33,20 @@ SETTINGS = {
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = cli.StepParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", choices=DEVICES)
-    parser.add_argument("--batch-size", type=cli.at_least(1), default=256)  # images per call
-    parser.add_argument("--iters", type=cli.at_least(1), default=200)  # timed calls per setting
-    parser.add_argument("--warmup", type=cli.at_least(0), default=20)  # untimed calls first
+    parser.add_argument("--device", default="cpu", choices=DEVICES, help="default: cpu")
+    parser.add_argument(
+        "--batch-size", type=cli.at_least(1), default=256, help="images per call (256)"
+    )
+    parser.add_argument(
+        "--iters", type=cli.at_least(1), default=200, help="timed calls per setting (200)"
+    )
+    parser.add_argument(
+        "--warmup", type=cli.at_least(0), default=20, help="untimed calls first (20)"
+    )
     # Best and median of several timings: a shared machine makes single timings noisy.
-    parser.add_argument("--repeats", type=cli.at_least(1), default=5)
+    parser.add_argument(
+        "--repeats", type=cli.at_least(1), default=5, help="timings per setting (5)"
+    )
     return parser
 
 
@@ -71,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
         rates = sorted(
             images_per_second(augmenter, x, args.iters, args.warmup) for _ in range(args.repeats)
         )
-        best, median = rates[-1], rates[len(rates) // 2]
+        best, median = rates[-1], statistics.median(rates)  # (an even count's middle pair)
         print(f"{name:36s} best {best:11,.0f}  median {median:11,.0f} images/s")
     return 0
 

@@ -8,8 +8,10 @@ accuracy and the epochs it trained in all (a pruned trial stops early, so it cos
 then mean and sample std per pruner, and hyperband's best and epochs against no pruning.
 The study is the project's own: its search space (pipeline/study/space.py, space `base`),
 its pruners and samplers (pipeline/study/search.py) and the engine's Trainer, reporting
-validation accuracy after every epoch. MLflow is not involved (only the search is timed);
-the test split is never opened. Writes JSON (`--json`).
+validation accuracy after every epoch, on the CPU (the figures compare pruners, not
+devices) in the training settings' default precision (bf16 where the CPU computes it).
+MLflow is not involved (only the search is timed); the test split is never opened. Writes
+JSON (`--json`): the settings, every study, the summary and hyperband against none.
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ def seed_list(text: str) -> list[int]:
         ) from None
     if any(s < 0 for s in seeds):  # numpy, under the samplers, refuses negative seeds
         raise argparse.ArgumentTypeError(f"seeds must be 0 or more, got {text!r}")
+    if len(set(seeds)) < len(seeds):  # the same study twice: a spread of zero that means nothing
+        raise argparse.ArgumentTypeError(f"seeds must differ, got {text!r}")
     return seeds
 
 
@@ -129,9 +133,13 @@ def main() -> int:
     parser = cli.StepParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet5", choices=config.TORCH_MODEL_NAMES)
     # the default study: long enough for rungs at 1, 3 and 9 epochs in Hyperband's brackets
-    parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--epochs", type=int, default=12, help="per trial (the pruners' resource)")
-    parser.add_argument("--subset", type=int, default=5_000, help="training images per trial")
+    parser.add_argument("--trials", type=int, default=30, help="trials per study (30)")
+    parser.add_argument(
+        "--epochs", type=int, default=12, help="per trial, the pruners' resource (12)"
+    )
+    parser.add_argument(
+        "--subset", type=int, default=5_000, help="training images per trial (5000; 0 = all)"
+    )
     parser.add_argument(
         "--seeds", type=seed_list, default="1,2,3", help="sampler seeds, comma-separated"
     )
@@ -162,10 +170,18 @@ def main() -> int:
     except (data.DataError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    study = {  # what the header says, and the JSON with it
+        "space": settings.space,
+        "sampler": settings.sampler,
+        "device": "cpu",
+        "precision": engine.resolve_precision(settings.base.precision, torch.device("cpu")),
+        "threads": torch.get_num_threads(),
+    }
     print(
         f"bench_pruning study: model={args.model} space={settings.space} trials={args.trials}"
         f" epochs_per_trial={args.epochs} subset={args.subset} sampler={settings.sampler}"
-        f" seeds={','.join(map(str, args.seeds))} threads={torch.get_num_threads()}",
+        f" seeds={','.join(map(str, args.seeds))} device=cpu precision={study['precision']}"
+        f" threads={study['threads']}",
         flush=True,
     )
     rows = []
@@ -186,14 +202,18 @@ def main() -> int:
             f"{spread(s['best_val_accuracy_std'], 4)}"
             f" epochs={s['epochs_mean']:.1f}{spread(s['epochs_std'], 1)} seeds={s['seeds']}"
         )
+    versus = None
     if "hyperband" in result and "none" in result:
         gap = 100 * (
             result["none"]["best_val_accuracy_mean"] - result["hyperband"]["best_val_accuracy_mean"]
         )
         share = result["hyperband"]["epochs_mean"] / result["none"]["epochs_mean"]
+        versus = {"points_below": gap, "epochs_share": share}
         print(f"hyperband_vs_none points_below={gap:.2f} epochs_share={share:.2f}")
-    text = json.dumps({"settings": vars(args), "runs": rows, "summary": result}, indent=2)
+    report = {"settings": {**vars(args), **study}, "runs": rows, "summary": result}
+    text = json.dumps({**report, "hyperband_vs_none": versus}, indent=2)
     files.atomic_write_text(Path(args.json), text)
+    print(f"wrote {args.json}")
     return 0
 
 

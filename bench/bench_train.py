@@ -50,6 +50,7 @@ if str(ROOT) not in sys.path:  # `python bench/bench_train.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
 from pipeline import cli, config, data, engine, files, models  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
 
 TRAIN_SIZE = 54_000  # images per epoch with the default split
 # The default set and the options each runs with.
@@ -145,12 +146,9 @@ def pure_variant(name: str, split: data.Split, args, device):
     loss_fn = engine.make_loss("ce")
     x_all = engine.to_input(torch.tensor(split.images, device=device), channels_last)
     y_all = torch.tensor(split.labels, device=device)
-    batches = [
-        (x_all[s : s + args.batch_size], y_all[s : s + args.batch_size])
-        for s in range(0, len(y_all), args.batch_size)
-    ]
-
-    return timed_epoch(model, opt, loss_fn, lambda: batches, len(y_all), device, args.precision)
+    starts = engine.batch_starts(len(y_all), args.batch_size)  # the engine's batches
+    batches = [(x_all[s : s + args.batch_size], y_all[s : s + args.batch_size]) for s in starts]
+    return timed_epoch(model, opt, loss_fn, lambda: batches, starts.stop, device, args.precision)
 
 
 def timed_epoch(model, opt, loss_fn, batches, n_images: int, device, precision: str):
@@ -198,7 +196,11 @@ def naive_variant(name: str, root: Path, args, device):
 
     transform = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.ToTensor()])
     dataset = datasets.FashionMNIST(str(root), train=True, download=False, transform=transform)
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True)
+    used = engine.batch_starts(len(dataset), args.batch_size).stop
+    # as the engine, no last batch of one image (BatchNorm cannot train on it)
+    loader = DataLoader(
+        dataset, batch_size=args.batch_size, shuffle=True, drop_last=used < len(dataset)
+    )
     model = build(name).to(device).train()
     opt = engine.make_optimizer(args.optimizer, model.parameters(), 0.01, 0.0)
     loss_fn = engine.make_loss("ce")
@@ -206,7 +208,7 @@ def naive_variant(name: str, root: Path, args, device):
     def batches():  # ToTensor's 0..1 -> the raw 0..255 the models take
         return ((x.to(device) * 255, y.to(device)) for x, y in loader)
 
-    return timed_epoch(model, opt, loss_fn, batches, len(dataset), device, "fp32")
+    return timed_epoch(model, opt, loss_fn, batches, used, device, "fp32")
 
 
 def _sync(device: torch.device) -> None:
@@ -217,26 +219,34 @@ def _sync(device: torch.device) -> None:
 # --- the place for the tracking overhead ---------------------------------------------------
 
 
-def mlflow_overhead(name: str, epochs: int, subset: int) -> dict | None:
-    """The time a real training run (fit.run: the train step's own code) spends inside
-    tracking calls, from pipeline.tracking's OVERHEAD counter, in a temporary store: per
-    epoch (the epoch's metrics) as a share of the epoch time, and once per run (parameters,
-    datasets, figures, the logged model). None when MLflow is not installed (a GPU machine
-    with PyTorch only)."""
-    import os
-
+def overhead_job(name: str, epochs: int, subset: int):
+    """The real training run whose tracking time is measured, prepared now (its data and
+    settings checked before any timing: a bad --overhead-subset or absent data failed
+    after the whole table). None when MLflow is not installed (a GPU machine with PyTorch
+    only): the overhead is then skipped."""
     try:  # pipeline.fit and .tracking import mlflow only when used, so ask for it here
         import mlflow  # noqa: F401
     except ImportError:
         return None
+    from pipeline import fit
+
+    settings = config.TrainSettings(model=name, epochs=epochs, patience=epochs, subset=subset)
+    return fit.prepare(settings)
+
+
+def mlflow_overhead(job) -> dict:
+    """The time a real training run (fit.run: the train step's own code) spends inside
+    tracking calls, from pipeline.tracking's OVERHEAD counter, in a temporary store: per
+    epoch (the epoch's metrics) as a share of the epoch time, and once per run (parameters,
+    datasets, figures, the logged model)."""
+    import os
+
     from pipeline import fit, tracking
 
     with tempfile.TemporaryDirectory(prefix="fmb-overhead-") as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         os.environ["FMB_MLRUNS_DIR"] = tmp
         tracking.apply_defaults()
-        settings = config.TrainSettings(model=name, epochs=epochs, patience=epochs, subset=subset)
-        job = fit.prepare(settings)
         marks: list[float] = []
         start = tracking.OVERHEAD.seconds
         _, summary = fit.run(
@@ -248,8 +258,9 @@ def mlflow_overhead(name: str, epochs: int, subset: int) -> dict | None:
     epoch_s = summary["train_time_s"] / summary["epochs_run"]
     per_epoch_s = statistics.median(per_epoch)  # --overhead-epochs is 2 at least
     return {
-        "model": name,
-        "epochs": epochs,
+        "model": job.settings.model,
+        "epochs": job.settings.epochs,
+        "subset": job.settings.subset,  # 0 = the whole training split
         "epoch_s": epoch_s,
         "per_epoch_tracking_s": per_epoch_s,
         "per_epoch_share": per_epoch_s / epoch_s,
@@ -285,6 +296,7 @@ def measure(name: str, split: data.Split, root: Path, args, device) -> dict:
         "timings": timings,
         "engine_over_pure": med["engine"] / med["pure"],
         "engine_over_naive": med["engine"] / med["naive"],
+        "channels_last": engine.uses_channels_last(build(name)),
         "channels_last_speedup": med["engine"] / med["engine_nchw"],
         "precision": args.precision,
         "precision_speedup": med["engine"] / med["engine_fp32"],
@@ -298,13 +310,14 @@ def measure(name: str, split: data.Split, root: Path, args, device) -> dict:
 def compile_summary(eager_ips: float, compiled_ips: float, compile_s: float) -> dict:
     """Steady-state speed-up and after how many training images compiling has paid off."""
     saved_per_image = 1 / eager_ips - 1 / compiled_ips  # seconds
-    breakeven = compile_s / saved_per_image if saved_per_image > 0 else float("inf")
+    # None where compiling never pays (slower steps): JSON has no infinity
+    breakeven = compile_s / saved_per_image if saved_per_image > 0 else None
     return {
         "compile_s": compile_s,
         "compile_speedup": compiled_ips / eager_ips,
         "breakeven_images": breakeven,
         # the assumption behind the verdict: a typical run trains TYPICAL_RUN_IMAGES images
-        "compile_pays": breakeven < TYPICAL_RUN_IMAGES,
+        "compile_pays": breakeven is not None and breakeven < TYPICAL_RUN_IMAGES,
     }
 
 
@@ -322,7 +335,8 @@ def print_table(rows: list[dict]) -> None:
         )
         line += (
             f" {r['engine_over_pure']:>8.2f} {r['engine_over_naive']:>9.2f}"
-            f" {r['channels_last_speedup']:>7.2f}"
+            # "-" where the model trains in NCHW anyway (no convolutions): the ratio is noise
+            f" {format(r['channels_last_speedup'], '.2f') if r['channels_last'] else '-':>7}"
             f" {r['precision'] + ' x' + format(r['precision_speedup'], '.2f'):>12}"
         )
         if "compile_s" in r:
@@ -400,6 +414,16 @@ def main(args: argparse.Namespace) -> int:
     except data.DataError as exc:  # a damaged cache
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    job = None
+    if args.mlflow_overhead != "none":
+        try:
+            job = overhead_job(args.mlflow_overhead, args.overhead_epochs, args.overhead_subset)
+        except (UserError, data.DataError, ValueError) as exc:  # before any timing
+            skip = "--mlflow-overhead none skips it"
+            print(
+                f"error: --mlflow-overhead {args.mlflow_overhead}: {exc} ({skip})", file=sys.stderr
+            )
+            return 2
     names = args.models
     print(
         f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -415,13 +439,13 @@ def main(args: argparse.Namespace) -> int:
     print_table(rows)
     overhead = None
     if args.mlflow_overhead != "none":
-        overhead = mlflow_overhead(args.mlflow_overhead, args.overhead_epochs, args.overhead_subset)
-        if overhead is None:
+        if job is None:
             print("mlflow_overhead skipped: MLflow is not installed here")
         else:
-            o = overhead
+            o = overhead = mlflow_overhead(job)
             print(
-                f"mlflow_overhead model={o['model']} epochs={o['epochs']} epoch_s={o['epoch_s']:.2f}"
+                f"mlflow_overhead model={o['model']} epochs={o['epochs']} subset={o['subset']}"
+                f" epoch_s={o['epoch_s']:.2f}"
                 f" per_epoch_tracking_s={o['per_epoch_tracking_s']:.3f}"
                 f" per_epoch_share={100 * o['per_epoch_share']:.2f}%"
                 f" run_tracking_s={o['run_tracking_s']:.2f} run_share={100 * o['run_share']:.1f}%"

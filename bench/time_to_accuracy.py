@@ -3,7 +3,7 @@
     python bench/time_to_accuracy.py                      # this device's recipe and targets
     python bench/time_to_accuracy.py --seed 1 --epochs 8  # overrides
     python bench/time_to_accuracy.py --options 'widths=[16,32,64,128]' --epochs 6
-        # the CPU's 92%-in-60-s variant (median 44.5 s to 92%, 3 seeds; never 93%)
+        # the CPU's 92%-in-60-s variant (median 40.6 s to 92% in bf16, 3 seeds)
     python bench/time_to_accuracy.py --subset 200 --epochs 1 --allow-unofficial  # tiny (tests)
 
 Picks CUDA when visible, else the CPU, and that device's recipe from RECIPES (CPU targets
@@ -103,6 +103,11 @@ def load_splits(subset: int, allow_unofficial: bool, seed: int):
     directory = data.ensure_prepared(allow_unofficial=allow_unofficial)  # tests: synthetic files
     splits = [data.load_split(directory, "train"), data.load_split(directory, "val")]
     splits.append(data.load_test_split(directory))
+    if subset >= len(splits[0].labels):  # trained on all of it, saying `subset` in its header
+        raise data.DataError(
+            f"subset {subset:,} is not below the training split's {len(splits[0].labels):,}"
+            " images (0 = all of them)"
+        )
     if subset > 0:
         splits = [_sample(s, subset, seed) for s in splits]
     return splits
@@ -182,21 +187,29 @@ def run(
     )
 
 
-def result_lines(outcome: Outcome, targets: tuple[float, ...]) -> list[str]:
-    """One `time_to_accuracy ...` line per target (the format tests/test_bench.py checks):
-    two decimals throughout, as the issue that asked for it says; the epoch lines above
-    give the accuracies to four."""
-    lines = []
+def target_results(outcome: Outcome, targets: tuple[float, ...]) -> list[dict]:
+    """Per target: whether the test accuracy reached it, and the training seconds when it
+    first did (None if never)."""
+    out = []
     for target in targets:
         index = outcome.curve.first_reaching(target)
-        seconds = "none" if index is None else f"{outcome.curve.train_time_s[index]:.2f}"
-        lines.append(
-            f"time_to_accuracy device={outcome.device} model={outcome.model} "
-            f"target={target:.2f} reached={'true' if index is not None else 'false'} "
-            f"seconds={seconds} test_accuracy={outcome.final_test_accuracy:.2f} "
-            f"epochs={len(outcome.curve.epochs)}"
-        )
-    return lines
+        seconds = None if index is None else outcome.curve.train_time_s[index]
+        out.append({"target": target, "reached": index is not None, "seconds": seconds})
+    return out
+
+
+def result_lines(outcome: Outcome, targets: tuple[float, ...]) -> list[str]:
+    """One `time_to_accuracy ...` line per target (the format tests/test_bench.py checks):
+    seconds to two decimals, as the issue that asked for it says; the target as given and
+    the accuracy to four, so that a final 92.96% reads 0.9296 beside `target=0.93
+    reached=false` (both read 0.93 before)."""
+    return [
+        f"time_to_accuracy device={outcome.device} model={outcome.model} "
+        f"target={r['target']:g} reached={str(r['reached']).lower()} "
+        f"seconds={'none' if r['seconds'] is None else format(r['seconds'], '.2f')} "
+        f"test_accuracy={outcome.final_test_accuracy:.4f} epochs={len(outcome.curve.epochs)}"
+        for r in target_results(outcome, targets)
+    ]
 
 
 def accuracies(text: str) -> tuple[float, ...]:
@@ -224,7 +237,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--options", default=None, help="model options as key=value,... e.g. widths=[16,32,64,128]"
     )
-    parser.add_argument("--seed", type=int, default=0, help="model init, order, augmentation")
+    parser.add_argument("--seed", type=int, default=0, help="model init, order, augmentation (0)")
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
     parser.add_argument("--lr", type=float, default=None, help="peak lr; default: the recipe's")
@@ -335,8 +348,15 @@ def main(args: argparse.Namespace) -> int:
     for line in result_lines(outcome, targets):
         print(line)
     print(f"# wall {time.perf_counter() - started:.1f} s in all (with test scoring, compile)")
-    if args.json:
-        files.atomic_write_text(Path(args.json), json.dumps(asdict(outcome), indent=1))
+    if args.json:  # what the lines above say, and the machine behind them
+        report = {
+            **asdict(outcome),
+            "targets": target_results(outcome, targets),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        }
+        files.atomic_write_text(Path(args.json), json.dumps(report, indent=1))
+        print(f"wrote {args.json}")
     return 0 if all(math.isfinite(a) for a in outcome.curve.test_accuracy) else 1
 
 

@@ -44,14 +44,23 @@ def at_least(minimum: int):
 
 def output_file(text: str) -> str:
     """An argparse type for the bench scripts' --json: a file whose folder exists or can be
-    made now, so a bad path fails before the benchmark, not after it."""
+    made now and takes files (where files.atomic_write puts its temporary file), and not a
+    folder itself, so a bad path fails before the benchmark, not after it."""
+    import tempfile
     from pathlib import Path
 
-    try:
-        Path(text).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        message = f"cannot create the folder of {text} ({exc.strerror})"
-        raise argparse.ArgumentTypeError(message) from None
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; name a file in it")
+    for what, attempt in (
+        ("create", lambda: path.parent.mkdir(parents=True, exist_ok=True)),
+        ("write into", lambda: tempfile.TemporaryFile(dir=path.parent).close()),
+    ):
+        try:
+            attempt()
+        except OSError as exc:
+            message = f"cannot {what} the folder of {text} ({exc.strerror})"
+            raise argparse.ArgumentTypeError(message) from None
     return text
 
 

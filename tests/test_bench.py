@@ -9,11 +9,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REAL_DATA, run_script
+from conftest import REAL_DATA, ROOT, run_script
 
 LINE = re.compile(
-    r"^time_to_accuracy device=(cpu|cuda) model=fastnet target=0\.\d\d "
-    r"reached=(true|false) seconds=(\d+\.\d\d|none) test_accuracy=[01]\.\d\d epochs=1$"
+    r"^time_to_accuracy device=(cpu|cuda) model=fastnet target=0\.\d+ "
+    r"reached=(true|false) seconds=(\d+\.\d\d|none) test_accuracy=[01]\.\d{4} epochs=1$"
 )
 
 
@@ -34,6 +34,24 @@ def test_time_to_accuracy_tiny(bench_env, tmp_path):
     outcome = json.loads(out.read_text())
     assert outcome["train_size"] == 200 and len(outcome["curve"]["test_accuracy"]) == 1
     assert outcome["compile"] is False and outcome["compile_time_s"] == 0.0
+    # the JSON says what the lines say (it had no targets)
+    assert [t["target"] for t in outcome["targets"]] == [0.92, 0.93]
+    for line, target in zip(lines, outcome["targets"], strict=True):
+        assert f"reached={str(target['reached']).lower()}" in line
+    assert outcome["threads"] == 1
+
+
+def test_a_result_line_never_rounds_the_accuracy_up_to_its_target(monkeypatch):
+    """A final 92.96% read `test_accuracy=0.93` beside `target=0.93 reached=false`."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import time_to_accuracy as tta
+
+    curve = tta.Curve([1], [10.0], [0.93], [0.9296])
+    outcome = tta.Outcome("cpu", "fastnet", {}, 1, False, 0.0, 0.0, "bf16", curve, 0.9296, 0.93, 9)
+    (line,) = tta.result_lines(outcome, (0.93,))
+    assert "target=0.93 reached=false seconds=none test_accuracy=0.9296 epochs=1" in line
+    (line,) = tta.result_lines(outcome, (0.925,))
+    assert "target=0.925 reached=true seconds=10.00" in line
 
 
 def test_time_to_accuracy_refuses_missing_data(bench_env, tmp_path):
@@ -75,12 +93,24 @@ def test_bench_train_measures_the_tracking_overhead_of_a_real_run(
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(x for x in result.stdout.splitlines() if x.startswith("mlflow_overhead"))
     assert re.match(
-        r"mlflow_overhead model=mlp epochs=2 epoch_s=\S+ per_epoch_tracking_s=\S+"
+        r"mlflow_overhead model=mlp epochs=2 subset=600 epoch_s=\S+ per_epoch_tracking_s=\S+"
         r" per_epoch_share=\S+% run_tracking_s=\S+ run_share=\S+%$",
         line,
     ), line
     overhead = json.loads((tmp_path / "b.json").read_text())["mlflow_overhead"]
     assert overhead["per_epoch_tracking_s"] > 0 and overhead["run_tracking_s"] > 0
+    assert overhead["subset"] == 600
+
+
+def test_bench_train_times_batchnorm_with_a_last_batch_of_one_image(bench_env, tmp_path):
+    """129 images at batch size 128: cnn2 with batchnorm (the default set's) crashed with
+    "Expected more than 1 value per channel when training" in every variant."""
+    args = ["--models", "cnn2", "--images", "129", "--repeats", "1", "--threads", "1"]
+    args += ["--mlflow-overhead", "none", "--json", str(tmp_path / "b.json")]
+    result = run_script("bench_train.py", args, bench_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert row["options"] == {"batchnorm": True} and all(row["images_per_s"].values())
 
 
 def test_bench_pruning_tiny(bench_env, tmp_path):
@@ -104,6 +134,10 @@ def test_bench_pruning_tiny(bench_env, tmp_path):
     assert len(report["runs"]) == 3 and set(report["summary"]) == {"hyperband", "median", "none"}
     none = next(r for r in report["runs"] if r["pruner"] == "none")
     assert none["epochs_trained"] == 3 * 2  # no pruning: every trial runs every epoch
+    # the JSON holds what the output says (threads was the raw 0 of the default)
+    assert report["settings"]["threads"] == 1 and report["settings"]["device"] == "cpu"
+    assert f"precision={report['settings']['precision']} threads=1" in result.stdout
+    assert set(report["hyperband_vs_none"]) == {"points_below", "epochs_share"}
 
 
 @pytest.mark.realdata

@@ -35,17 +35,25 @@ BAD_INPUTS = [
     ("time_to_accuracy.py", ["--targets", "0.9,93"], "argument --targets:"),
     ("time_to_accuracy.py", ["--model", "logreg"], "not a torch model"),
     ("time_to_accuracy.py", ["--options", "foo=1"], "unknown option 'foo'"),
+    ("time_to_accuracy.py", ["--subset", "999999"], "subset 999,999 is not below"),  # ignored
     ("time_to_accuracy.py", ["--json", "/proc/no/such/out.json"], "--json: cannot create"),
     ("bench_train.py", ["--json", "/proc/no/such/out.json"], "--json: cannot create"),
     ("bench_pruning.py", ["--json", "/proc/no/such/out.json"], "--json: cannot create"),
     ("bench_scale.py", ["--json", "/proc/no/such/out.json"], "--json: cannot create"),
+    # passed the check above, then lost the finished benchmark in a traceback
+    ("time_to_accuracy.py", ["--json", "/proc/1/out.json"], "--json: cannot write into"),
+    ("bench_pruning.py", ["--json", "/proc/1/out.json"], "--json: cannot write into"),
+    ("bench_train.py", ["--json", "/tmp"], "--json: /tmp is a folder"),
     ("bench_train.py", ["--overhead-epochs", "1"], "--overhead-epochs"),
+    # refused once the timings were done, and the JSON with them lost
+    ("bench_train.py", ["--mlflow-overhead", "mlp", "--overhead-subset", "5"], "at least 10"),
     ("bench_augment.py", ["--device", "foo"], "--device"),
     ("bench_augment.py", ["--device", "cuda"], "no CUDA GPU"),
     ("bench_augment.py", ["--iters", "0"], "--iters"),
     ("bench_augment.py", ["--repeats", "0"], "--repeats"),
     ("bench_pruning.py", ["--model", "foo"], "--model"),
     ("bench_pruning.py", ["--seeds", "a,b"], "--seeds"),
+    ("bench_pruning.py", ["--seeds", "1,1"], "seeds must differ"),  # a spread of zero
     ("bench_pruning.py", ["--threads", "-3"], "--threads"),
     ("bench_pruning.py", ["--epochs", "0"], "epochs"),
     ("bench_pruning.py", ["--subset", "999999"], "subset 999,999 is not below"),  # as tune

@@ -153,6 +153,35 @@ BASE = config.TrainSettings(
 )
 
 
+def test_a_last_batch_of_one_image_is_left_out_so_batchnorm_trains():
+    """cnn2 with batchnorm on 201 images at batch size 50 ended its first epoch with a
+    batch of one image: "Expected more than 1 value per channel when training"."""
+    assert engine.batch_starts(201, 50) == range(0, 200, 50)
+    assert engine.batch_starts(200, 50) == range(0, 200, 50)
+    assert engine.batch_starts(202, 50) == range(0, 202, 50)  # a last batch of two trains
+    assert engine.batch_starts(1, 50) == range(0, 1, 50)  # never all of them
+    engine.seed_everything(0, True)
+    from pipeline import models
+
+    device = torch.device("cpu")
+    from conftest import synthetic
+
+    images, labels = synthetic(21, 0)  # 210 images: 209 are 4 batches of 52 and one image
+    run = engine.Trainer(
+        models.build_model("cnn2", batchnorm=True),
+        engine.DeviceSplit.from_split(
+            Split(images[:209, None], labels[:209].astype(np.int64)), device
+        ),
+        engine.DeviceSplit.from_split(tiny_splits(100, 1), device),
+        replace(BASE, batch_size=52, epochs=2, augment=()),
+        device,
+        progress=False,
+    )
+    assert run.steps_per_epoch == 4
+    loss, accuracy, _ = run.train_epoch()
+    assert np.isfinite(loss) and 0 <= accuracy <= 1
+
+
 def test_training_learns_the_synthetic_task():
     result = trainer(replace(BASE, epochs=3)).fit()
     assert result.best_val_accuracy > 0.5  # chance is 0.1
