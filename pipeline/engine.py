@@ -69,7 +69,8 @@ def uses_channels_last(model: nn.Module) -> bool:
 def native_bf16(device: torch.device) -> bool:
     """Does the device compute bf16 natively? On a CPU without bf16 units, bf16 autocast is
     3.5-9x slower than fp32 (NOTES.md); on this project's AMD EPYC (AVX512-BF16) it trains
-    the conv nets and the LSTM 1.3-1.9x faster (bench/bench_train.py)."""
+    the conv nets and the LSTM 1.1-2.9x faster, the mlp 0.92x (bench/bench_train.py, every
+    family, 2026-12-01: README)."""
     if device.type == "cuda":
         # torch counts emulated bf16 (pre-Ampere GPUs) as supported by default; it is slow
         return torch.cuda.is_bf16_supported(including_emulation=False)
