@@ -284,7 +284,8 @@ class Trainer:
         self.optimizer = make_optimizer(
             cfg.optimizer, self.model.parameters(), cfg.lr, cfg.weight_decay
         )
-        self.steps_per_epoch = len(batch_starts(len(self.train), cfg.batch_size))
+        self.starts = batch_starts(len(self.train), cfg.batch_size)  # the same every epoch
+        self.steps_per_epoch = len(self.starts)
         self.scheduler = make_scheduler(
             cfg.schedule, self.optimizer, cfg.lr, cfg.epochs * self.steps_per_epoch
         )
@@ -340,13 +341,13 @@ class Trainer:
         """(mean training loss, training accuracy, images per second) of one epoch."""
         self.warm_up()  # a no-op after the first call; never inside the timed epoch
         self.runner.train()
-        bs, starts = self.cfg.batch_size, batch_starts(len(self.train), self.cfg.batch_size)
+        bs = self.cfg.batch_size
         perm = torch.randperm(len(self.train), generator=self.order).to(self.device)
-        n = starts.stop  # the images this epoch trains on
+        n = self.starts.stop  # the images this epoch trains on
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         start = time.perf_counter()
-        for begin in self._progress(starts):
+        for begin in self._progress(self.starts):
             idx = perm[begin : begin + bs]  # (B,) indices into the device-resident split
             x = self.augmenter(to_input(self.train.images[idx], self.channels_last))
             y = self.train.labels[idx]

@@ -43,33 +43,31 @@ def show(compare_run: str, experiment: str, main_run: str) -> None:
     )
 
 
-def check_models(profile) -> None:
-    """Each job's model builds with its options (profiles, standard library only, cannot
-    build one), and a scikit-learn baseline is given no torch setting (train checks that
-    only once its data is loaded): either fails now, not in a child run after prepare."""
-    from pipeline import models
+def check_jobs(profile, check) -> None:
+    """check(settings) on each job's training settings (a tune's: its base); a ValueError or
+    UserError becomes one line naming the profile and the job's table, before any run
+    (not in a child run after prepare and the other jobs)."""
     from pipeline.errors import UserError
 
     for job in (*profile.train, *profile.tune):
         s = job.settings if job.entry == "train" else job.settings.base
         try:
-            models.check_options(s.model, s.options, s.dropout)
-            s.check_baseline()
+            check(s)
         except (ValueError, UserError) as exc:
             raise UserError(f"profile {profile.path}, [[{job.entry}]]: {exc}") from None
 
 
-def check_devices(profile, executor) -> None:
-    """A job's device that its executor cannot give fails now: otherwise main runs prepare and
-    the other jobs first, and that job's child run fails after them."""
-    from pipeline.errors import UserError
+def check_models(profile) -> None:
+    """Each job's model builds with its options (profiles, standard library only, cannot
+    build one), and a scikit-learn baseline is given no torch setting (train checks that
+    only once its data is loaded)."""
+    from pipeline import models
 
-    for job in (*profile.train, *profile.tune):
-        s = job.settings if job.entry == "train" else job.settings.base
-        try:
-            executor.check_device(s.device)
-        except ValueError as exc:
-            raise UserError(f"profile {profile.path}, [[{job.entry}]]: {exc}") from None
+    def buildable(s) -> None:
+        models.check_options(s.model, s.options, s.dropout)
+        s.check_baseline()
+
+    check_jobs(profile, buildable)
 
 
 def main(settings: MainSettings) -> int:
@@ -83,7 +81,7 @@ def main(settings: MainSettings) -> int:
     tracking.check_reachable()
     executor = executors.EXECUTORS[settings.executor](settings)  # Ray checked before any run
     try:
-        check_devices(profile, executor)
+        check_jobs(profile, lambda s: executor.check_device(s.device))  # before prepare
         with tracking.pipeline_lock():  # a second pipeline on this store fails: "store busy"
             return run(settings, profile, executor)
     finally:
