@@ -174,7 +174,9 @@ def main() -> int:
         "space": settings.space,
         "sampler": settings.sampler,
         "device": "cpu",
-        "precision": engine.resolve_precision(settings.base.precision, torch.device("cpu")),
+        "precision": engine.resolve_precision(
+            settings.base.precision, torch.device("cpu"), settings.base.model
+        ),
         "threads": torch.get_num_threads(),
     }
     print(

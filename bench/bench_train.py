@@ -11,7 +11,7 @@ so machine noise hits them alike):
   engine       the engine's own epoch (Trainer.train_epoch): uint8 split in memory, index
                slices of a seeded permutation, float conversion and a random flip per
                batch, channels_last for conv nets, the train step's precision (--precision,
-               default auto: bf16 autocast where the device computes bf16 natively)
+               default auto: per model, as train resolves it, engine.resolve_precision)
   engine_nchw  the same with channels_last switched off
   engine_fp32  the same with precision=fp32 (equal to engine where auto means fp32)
   pure         the limit: the same model and optimizer on the same batches, already float
@@ -71,9 +71,7 @@ def bench_images(n: int) -> tuple[data.Split, str]:
     return data.Split(images, rng.integers(0, 10, n).astype(np.int64)), "random"
 
 
-def train_config(
-    args: argparse.Namespace, name: str, precision: str | None = None
-) -> config.TrainSettings:
+def train_config(args: argparse.Namespace, name: str, precision: str) -> config.TrainSettings:
     # a constant lr: the figures are speeds, and no schedule should end mid-benchmark
     return config.TrainSettings(
         model=name,
@@ -81,7 +79,7 @@ def train_config(
         optimizer=args.optimizer,
         lr=0.01,
         flip=True,
-        precision=precision or args.precision,
+        precision=precision,
     )
 
 
@@ -107,9 +105,9 @@ def engine_variant(
     split: data.Split,
     args,
     device,
+    precision: str,
     channels_last: bool = True,
     compile_: bool = False,
-    precision: str | None = None,
 ):
     """The engine's epoch; returns (time one epoch -> images/s, compile seconds)."""
     small = validation_part(split, device)
@@ -135,7 +133,7 @@ def engine_variant(
     return one, compile_s
 
 
-def pure_variant(name: str, split: data.Split, args, device):
+def pure_variant(name: str, split: data.Split, args, device, precision: str):
     """forward/backward/step only, on batches prepared as float tensors beforehand."""
     model = build(name).to(device)
     channels_last = engine.uses_channels_last(model)
@@ -148,7 +146,7 @@ def pure_variant(name: str, split: data.Split, args, device):
     y_all = torch.tensor(split.labels, device=device)
     starts = engine.batch_starts(len(y_all), args.batch_size)  # the engine's batches
     batches = [(x_all[s : s + args.batch_size], y_all[s : s + args.batch_size]) for s in starts]
-    return timed_epoch(model, opt, loss_fn, lambda: batches, starts.stop, device, args.precision)
+    return timed_epoch(model, opt, loss_fn, lambda: batches, starts.stop, device, precision)
 
 
 def timed_epoch(model, opt, loss_fn, batches, n_images: int, device, precision: str):
@@ -274,15 +272,20 @@ def mlflow_overhead(job) -> dict:
 
 def measure(name: str, split: data.Split, root: Path, args, device) -> dict:
     """Every variant of one model, interleaved over --repeats rounds; medians."""
+    precision = engine.resolve_precision(args.precision, device, name)  # as train would
     runs: dict[str, Callable[[], float]] = {}
-    runs["engine"], _ = engine_variant(name, split, args, device)
-    runs["engine_nchw"], _ = engine_variant(name, split, args, device, channels_last=False)
-    runs["engine_fp32"], _ = engine_variant(name, split, args, device, precision="fp32")
-    runs["pure"] = pure_variant(name, split, args, device)
+    runs["engine"], _ = engine_variant(name, split, args, device, precision)
+    runs["engine_nchw"], _ = engine_variant(
+        name, split, args, device, precision, channels_last=False
+    )
+    runs["engine_fp32"], _ = engine_variant(name, split, args, device, "fp32")
+    runs["pure"] = pure_variant(name, split, args, device, precision)
     runs["naive"] = naive_variant(name, root, args, device)
     compile_s = None
     if args.compile:
-        runs["compiled"], compile_s = engine_variant(name, split, args, device, compile_=True)
+        runs["compiled"], compile_s = engine_variant(
+            name, split, args, device, precision, compile_=True
+        )
     timings: dict[str, list[float]] = {key: [] for key in runs}
     for _ in range(args.repeats):
         for key, one in runs.items():
@@ -298,7 +301,7 @@ def measure(name: str, split: data.Split, root: Path, args, device) -> dict:
         "engine_over_naive": med["engine"] / med["naive"],
         "channels_last": engine.uses_channels_last(build(name)),
         "channels_last_speedup": med["engine"] / med["engine_nchw"],
-        "precision": args.precision,
+        "precision": precision,
         "precision_speedup": med["engine"] / med["engine_fp32"],
         "epoch_s": TRAIN_SIZE / med["engine"],
     }
@@ -407,8 +410,6 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:  # cuda or mps asked for where there is none
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    # resolved once: "bf16" or "fp32" from here on, for the engine and the pure variant alike
-    args.precision = engine.resolve_precision(args.precision, device)
     try:
         split, kind = bench_images(args.images)
     except data.DataError as exc:  # a damaged cache

@@ -321,7 +321,7 @@ def main(args: argparse.Namespace) -> int:
         settings, targets = recipe_from_args(args, device.type)
         check_model(settings)
         compile_model = engine.resolve_compile(args.compile, device, settings.model)
-        precision = engine.resolve_precision(settings.precision, device)
+        precision = engine.resolve_precision(settings.precision, device, settings.model)
         splits = load_splits(args.subset, args.allow_unofficial, args.seed)
     except (data.DataError, ValueError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)

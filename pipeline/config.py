@@ -452,7 +452,8 @@ class TrainSettings(Settings):
         v.Choice(PRECISIONS),
         "bf16 autocast for the training passes (weights, loss and every evaluation stay"
         " fp32); auto = bf16 where the device computes it natively (a CUDA GPU with bf16,"
-        " a CPU with AVX512-BF16 or AMX), else fp32",
+        " a CPU with AVX512-BF16 or AMX) unless the measured table in pipeline/engine shows"
+        " it slower for the model there, else fp32",
         identity=False,
     )
     resume: str | None = setting(

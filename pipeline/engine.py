@@ -68,9 +68,8 @@ def uses_channels_last(model: nn.Module) -> bool:
 
 def native_bf16(device: torch.device) -> bool:
     """Does the device compute bf16 natively? On a CPU without bf16 units, bf16 autocast is
-    3.5-9x slower than fp32 (NOTES.md); on this project's AMD EPYC (AVX512-BF16) it trains
-    the conv nets and the LSTM 1.1-2.9x faster, the mlp 0.92x (bench/bench_train.py, every
-    family, 2026-12-01: README)."""
+    3.5-9x slower than fp32 (NOTES.md); where it is native, BF16_SPEEDUP says by how much
+    each model gains (or loses)."""
     if device.type == "cuda":
         # torch counts emulated bf16 (pre-Ampere GPUs) as supported by default; it is slow
         return torch.cuda.is_bf16_supported(including_emulation=False)
@@ -81,16 +80,45 @@ def native_bf16(device: torch.device) -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
-def resolve_precision(mode: str, device: torch.device) -> str:
-    """The `precision` setting as "bf16" or "fp32": as given, or for "auto" bf16 exactly
-    where the device computes it natively."""
+# bf16 training passes over fp32 (device kind -> model name -> the engine's training images
+# per second in bf16 / in fp32). precision="auto" trains in fp32 where this is below 1:
+# native bf16 is not always faster. Models never measured on a device kind follow the
+# device (bf16 where native_bf16).
+#
+# cpu: the project's 2-core AMD EPYC VM (AVX512-BF16), torch 2.14.1, 2 threads, 2026-12-01,
+# `python bench/bench_train.py --models <all eleven> --precision bf16 --images 1280 --repeats
+# 3 --mlflow-overhead none` (README, "Performance"): batch 128, SGD, channels_last for the
+# conv nets. mlp's step is a few small matmuls, where the casts cost more than bf16 saves
+# (0.93x again with --images 5120 --repeats 5).
+# cuda: one NVIDIA H200, torch 2.11.0+cu130, 2026-11-30, `python bench/bench_train.py
+# --device cuda --compile --mlflow-overhead none --images 12800` (docs/gpu.md): batch 128,
+# SGD, median of 5. At these sizes a GPU step is bound by launching kernels, and autocast
+# adds cast kernels; the step costs the same at any width, so wider variants are no
+# different.
+BF16_SPEEDUP: dict[str, dict[str, float]] = {
+    "cpu": {
+        "mlp": 0.92, "cnn1": 1.11, "lenet5": 1.14, "cnn2": 1.40, "cnn3": 1.60, "cnn4": 1.74,
+        "mini_resnet": 2.13, "resnet18": 2.38, "vgg": 2.87, "lstm": 1.76, "fastnet": 1.73,
+    },
+    "cuda": {"lenet5": 0.81, "cnn2": 0.89, "mini_resnet": 0.82, "fastnet": 0.88},
+}  # fmt: skip
+
+
+def resolve_precision(mode: str, device: torch.device, model_name: str) -> str:
+    """The `precision` setting as "bf16" or "fp32": as given, or for "auto" bf16 where the
+    device computes it natively, unless BF16_SPEEDUP measured bf16 slower for this model
+    on this kind of device."""
     mode = str(mode).strip().lower()
     if mode not in config.PRECISIONS:
         *first, last = config.PRECISIONS
         raise ValueError(f"precision must be {', '.join(first)} or {last}, got {mode!r}")
     if mode != "auto":
         return mode
-    return "bf16" if native_bf16(torch.device(device)) else "fp32"
+    device = torch.device(device)
+    if not native_bf16(device):
+        return "fp32"
+    speedup = BF16_SPEEDUP.get(device.type, {}).get(model_name)
+    return "fp32" if speedup is not None and speedup < 1 else "bf16"
 
 
 def autocast(device: torch.device, precision: str):
@@ -260,7 +288,7 @@ class Trainer:
 
     def __post_init__(self):
         self.channels_last = uses_channels_last(self.model)
-        self.precision = resolve_precision(self.cfg.precision, self.device)  # bf16 or fp32
+        self.precision = resolve_precision(self.cfg.precision, self.device, self.cfg.model)
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=memory)
         # What runs the forward passes. self.model stays the plain module, so checkpoints

@@ -302,7 +302,9 @@ def test_train_never_opens_the_test_split(tiny_digest, stores, monkeypatch):
     run = mlflow.MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED" and summary["epochs_run"] == 1
     assert run.data.tags["dataset.digest"] == tiny_digest
-    assert run.data.tags["precision"] == engine.resolve_precision("auto", torch.device("cpu"))
+    assert run.data.tags["precision"] == engine.resolve_precision(
+        "auto", torch.device("cpu"), "mlp"
+    )
 
 
 @pytest.mark.reliability
@@ -581,20 +583,30 @@ def test_resolve_compile_follows_the_table():
         engine.resolve_compile("sometimes", torch.device("cpu"), "cnn2")
 
 
-@pytest.mark.parametrize(
-    ("mode", "native", "expected"),
-    [
-        ("bf16", False, "bf16"),
-        ("fp32", True, "fp32"),
-        ("auto", True, "bf16"),
-        ("auto", False, "fp32"),
-    ],
-)
-def test_resolve_precision_on_cpu(monkeypatch, mode, native, expected):
-    """auto = bf16 exactly where the CPU has bf16 units (torch's own probes)."""
+def _native_bf16(monkeypatch, native: bool) -> None:
+    """Make CPUs and GPUs alike compute bf16 natively (or not), whatever this machine has."""
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    assert engine.resolve_precision(mode, torch.device("cpu")) == expected
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native)
+
+
+@pytest.mark.parametrize(
+    ("mode", "native", "model", "expected"),
+    [
+        ("bf16", False, "lenet5", "bf16"),
+        ("fp32", True, "lenet5", "fp32"),
+        ("auto", True, "lenet5", "bf16"),
+        ("auto", False, "lenet5", "fp32"),
+        ("auto", True, "mlp", "fp32"),  # measured slower in bf16 on this project's CPU
+        ("bf16", True, "mlp", "bf16"),  # asked for, so given
+        ("auto", True, "no_such_model", "bf16"),  # never measured: the device decides
+    ],
+)
+def test_resolve_precision_on_cpu(monkeypatch, mode, native, model, expected):
+    """auto = bf16 where the CPU has bf16 units (torch's own probes), unless the measured
+    table says bf16 is slower for that model there."""
+    _native_bf16(monkeypatch, native)
+    assert engine.resolve_precision(mode, torch.device("cpu"), model) == expected
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
@@ -605,13 +617,26 @@ def test_resolve_precision_on_cuda_ignores_emulated_bf16(monkeypatch, native, ex
         return native or including_emulation
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
-    assert engine.resolve_precision("auto", torch.device("cuda")) == expected
+    assert engine.resolve_precision("auto", torch.device("cuda"), "resnet18") == expected
+
+
+def test_resolve_precision_follows_the_measured_table(monkeypatch):
+    """Where bf16 is native, auto = fp32 exactly for the models measured slower in bf16 on
+    that kind of device (on the H200 every model measured: its steps are launch-bound)."""
+    _native_bf16(monkeypatch, True)
+    for kind, table in engine.BF16_SPEEDUP.items():
+        for name, speedup in table.items():
+            want = "bf16" if speedup >= 1 else "fp32"
+            assert engine.resolve_precision("auto", torch.device(kind), name) == want, name
+    assert engine.resolve_precision("auto", torch.device("cuda"), "fastnet") == "fp32"
+    assert engine.resolve_precision("auto", torch.device("cpu"), "fastnet") == "bf16"
+    assert set(engine.BF16_SPEEDUP["cpu"]) == set(config.TORCH_MODEL_NAMES)  # all measured
 
 
 def test_resolve_precision_rejects_unknown_modes_and_unprobed_devices():
     with pytest.raises(ValueError, match="auto, bf16 or fp32"):
-        engine.resolve_precision("fp16", torch.device("cpu"))
-    assert engine.resolve_precision("auto", torch.device("mps")) == "fp32"  # never measured
+        engine.resolve_precision("fp16", torch.device("cpu"), "lenet5")
+    assert engine.resolve_precision("auto", torch.device("mps"), "lenet5") == "fp32"
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
