@@ -57,6 +57,7 @@ TEXT_COLUMNS = {
     "error": ("error", None),
     "tuned": ("tune.tuned", None),  # 'true' for the retrains of a study's best configuration
     "tune_trials": ("tune.n_trials", None),  # the trials behind a tuned configuration
+    "model_uri": ("model.uri", None),  # the logged model: what a champion registers
 }
 RECORD_COLUMNS = (
     "run_id",
@@ -78,6 +79,7 @@ RECORD_COLUMNS = (
     "error",
     "tuned",
     "tune_trials",
+    "model_uri",
 )
 # Runs of one configuration on one data group, trained by one code version (seeds of two
 # code versions are never averaged: each version is a row of its own); a second run of the
@@ -186,12 +188,12 @@ def _num(frame: pd.DataFrame, column: str) -> pd.Series:
 
 
 def _rankable(recs: pd.DataFrame) -> pd.Series:
-    """FINISHED, evaluated and with a test accuracy: the runs a leaderboard may rank."""
+    """FINISHED, evaluated, with a test accuracy and a logged model (what the champion
+    alias would point at): the runs a leaderboard may rank."""
     if recs.empty:
         return pd.Series(False, index=recs.index, dtype=bool)
-    return (
-        (recs["status"] == RANKED_STATUS) & recs["evaluated"] & _num(recs, "test_accuracy").notna()
-    )
+    scored = recs["evaluated"] & _num(recs, "test_accuracy").notna()
+    return (recs["status"] == RANKED_STATUS) & scored & (recs["model_uri"] != "")
 
 
 def _split_duplicates(recs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -431,11 +433,15 @@ _STATUS_REASONS = {
 }
 
 
-def _reason(status: str, evaluated: bool, error: str) -> str:
+def _reason(r) -> str:
+    """Why the record `r` (an itertuples row) is on no leaderboard."""
+    status, error = r.status, r.error
     if status == RANKED_STATUS:
-        if evaluated:
-            return "marked evaluated but no test_accuracy was logged"
-        return "finished but not evaluated on the test set (run the evaluate step)"
+        if not r.evaluated:
+            return "finished but not evaluated on the test set (run the evaluate step)"
+        if r.model_uri == "":  # tagged by hand: evaluate refuses a run without a model
+            return "marked evaluated but has no logged model (no model.uri tag)"
+        return "marked evaluated but no test_accuracy was logged"
     reason = _STATUS_REASONS.get(status, f"status {status or 'unknown'}")
     return f"{reason}: {error}" if error else reason
 
@@ -447,7 +453,7 @@ def unranked(recs: pd.DataFrame) -> pd.DataFrame:
     run of the same configuration, data and seed. Sorted by status, then newest first.
     """
     rest = recs[~_rankable(recs)]
-    rest = rest.assign(reason=[_reason(r.status, r.evaluated, r.error) for r in rest.itertuples()])
+    rest = rest.assign(reason=[_reason(r) for r in rest.itertuples()])
     _, superseded = _split_duplicates(recs)
     superseded = superseded.assign(
         reason=[

@@ -59,6 +59,7 @@ def run(
     if evaluated:
         row["tags.evaluated"] = "true"
         row["tags.test.official"] = test_official or "true"
+        row["tags.model.uri"] = f"models:/m-{run_id}"
     row |= {f"metrics.{name}": value for name, value in metrics.items()}
     return row
 
@@ -272,6 +273,20 @@ def test_failed_killed_running_unevaluated_runs_are_only_in_unranked():
     assert "killed" in out.loc["killed", "reason"]
     assert "running" in out.loc["running", "reason"]
     assert "not evaluated" in out.loc["unevaluated", "reason"]
+
+
+def test_an_evaluated_run_without_a_logged_model_is_never_ranked_nor_champion():
+    """A run tagged `evaluated` by hand, with a test accuracy but no logged model, would
+    have become champion with nothing to register (compare crashed on `model.uri`)."""
+    hand_made = scored("hand", 0.99, 0.99, key="k-hand")
+    del hand_made["tags.model.uri"]
+    recs = lb.records(frame(scored("ok", 0.9, 0.9), hand_made))
+    tables = lb.sections(recs)
+    assert report.to_csv_frame(tables)["best_run_id"].tolist() == ["ok"]
+    assert lb.pick_champion(tables)[1]["best_run_id"] == "ok"
+    out = lb.unranked(recs).set_index("run_id")
+    assert out.index.tolist() == ["hand"]
+    assert "no logged model" in out.loc["hand", "reason"]
 
 
 # --- champion ------------------------------------------------------------------------------
