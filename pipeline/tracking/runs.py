@@ -257,8 +257,7 @@ def close_run(run_id: str | None, status: str, tags: dict[str, str] | None = Non
         run = client().get_run(run_id)
         if run.info.status != "RUNNING":
             return
-        for key, value in (tags or {}).items():
-            client().set_tag(run_id, key, value)
+        set_tags(run_id, tags or {})
         client().set_terminated(run_id, status)
         fail_pending_models(run_id, run.info.experiment_id)
     except Exception as exc:
@@ -275,8 +274,7 @@ def finish_continued(run_id: str, tags: dict[str, str]) -> None:
     if run.info.status not in ("KILLED", "FAILED"):
         return
     error_to_previous(run)
-    for key, value in {**tags, "previous_status": run.info.status}.items():
-        client().set_tag(run_id, key, value)
+    set_tags(run_id, {**tags, "previous_status": run.info.status})
     client().set_terminated(run_id, "FINISHED")
 
 
